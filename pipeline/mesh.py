@@ -1,0 +1,105 @@
+"""The mesh stage: raw generator triangles -> a clean, simplified, outward mesh in glTF's frame.
+
+Recipe (process_mesh):
+  1. weld vertices that share a position (generators emit soups or near-soups);
+  2. drop degenerate faces;
+  3. simplify to the face budget (quadric edge collapse, fast-simplification). Its plane
+     quadrics (n n^T) and its flip test (each face against itself) do not depend on winding,
+     so inconsistent input is fine, and the steps below run on the small mesh;
+  4. drop degenerate and duplicate faces, wind every manifold piece consistently, outward;
+  5. drop unreferenced vertices;
+  6. Z up -> Y up, and fit into the unit cube centred at the origin;
+  7. smooth area-weighted normals.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+
+from kernels.vertex_normals import vertex_normals
+from kernels.weld import weld
+from pipeline.settings import PipelineSettings
+from pipeline.topology import clean_faces, drop_degenerate, orient_outward
+from pipeline.types import Frame, Mesh, RawAsset
+
+__all__ = ["fit_frame", "process_mesh", "simplify"]
+
+log = logging.getLogger("pipeline.mesh")
+
+# Quadric simplification aggressiveness (fast-simplification's `agg`, 0-10): 7 is its default,
+# a balance it documents between speed and shape; lower reaches the budget less reliably.
+SIMPLIFY_AGGRESSIVENESS = 7.0
+
+
+def simplify(
+    positions: np.ndarray, faces: np.ndarray, face_budget: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quadric edge collapse down to about `face_budget` faces (unchanged when already under)."""
+    if len(faces) <= face_budget:
+        return positions, faces
+    import fast_simplification
+
+    points, triangles = fast_simplification.simplify(
+        positions.astype(np.float64),
+        faces.astype(np.int32),
+        target_count=face_budget,
+        agg=SIMPLIFY_AGGRESSIVENESS,
+    )
+    return points.astype(np.float32), triangles.astype(np.int64)
+
+
+def _compact(positions: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    used, inverse = np.unique(faces.reshape(-1), return_inverse=True)
+    return positions[used], inverse.reshape(-1, 3).astype(np.int64)
+
+
+def fit_frame(positions_zup: torch.Tensor, margin: float) -> tuple[torch.Tensor, Frame]:
+    """[V, 3] Z-up asset positions -> [V, 3] Y-up positions whose largest side is 1 - margin."""
+    # glTF is Y up with the front towards +Z; TRELLIS.2's frame is Z up with the camera on -Y:
+    # (x, y, z) -> (x, z, -y).
+    yup = torch.stack((positions_zup[:, 0], positions_zup[:, 2], -positions_zup[:, 1]), dim=1)
+    lo, hi = yup.amin(0), yup.amax(0)
+    center = (lo + hi) / 2
+    extent = float((hi - lo).amax())
+    scale = (1.0 - margin) / extent if extent > 0 else 1.0
+    frame = Frame(scale=scale, center=tuple(float(v) for v in center.tolist()))
+    return ((yup - center) * scale).float(), frame
+
+
+def process_mesh(asset: RawAsset, settings: PipelineSettings) -> Mesh:
+    start = time.perf_counter()
+    device = asset.vertices.device
+    faces_in = len(asset.faces)
+    # 1. Weld.
+    unique, remap = weld(asset.vertices.float())
+    positions = unique.cpu().numpy()
+    faces = remap[asset.faces.long()].cpu().numpy()
+    # 2. Degenerate faces.
+    faces = drop_degenerate(positions, faces)
+    # 3. Simplify.
+    positions, faces = simplify(positions, faces, settings.face_budget)
+    # 4. Clean and orient.
+    faces = orient_outward(positions, clean_faces(positions, faces))
+    if len(faces) == 0:
+        raise ValueError("the generator's mesh has no valid face left after cleaning")
+    # 5. Compact.
+    positions, faces = _compact(positions, faces)
+    # 6. Output frame.
+    positions_out, frame = fit_frame(torch.from_numpy(positions).to(device), settings.fit_margin)
+    faces_t = torch.from_numpy(faces).to(device)
+    # 7. Normals.
+    normals = vertex_normals(positions_out, faces_t)
+    elapsed_ms = (time.perf_counter() - start) * 1e3
+    log.info(
+        "mesh: %d faces -> %d faces, %d vertices, %.0f ms",
+        faces_in,
+        len(faces),
+        len(positions),
+        elapsed_ms,
+    )
+    stats = {"faces_in": float(faces_in), "faces_out": float(len(faces))}
+    return Mesh(positions_out, faces_t, normals, frame, stats)

@@ -1,0 +1,83 @@
+"""Shelf packing of chart rectangles into one square texture, at the largest uniform scale.
+
+Each chart's box, at `scale` texels per model unit, rounded up and grown by the gutter, is
+turned to lie flat (width >= height), and the boxes are laid left to right on shelves,
+tallest first (the "next fit decreasing height" heuristic; Coffman et al. 1980). Neighbouring
+charts are at least `gutter` texels apart. The scale is the largest that fits, by bisection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Packing", "pack_rectangles"]
+
+BISECTION_STEPS = 24
+
+
+@dataclass(frozen=True)
+class Packing:
+    scale: float  # texels per model unit
+    origins: np.ndarray  # [C, 2] int64 texel (x, y) of each chart's box, gutter excluded
+    transposed: np.ndarray  # [C] bool: the chart's (u, v) are swapped to lie flat
+
+
+def _sizes(extents: np.ndarray, scale: float, gutter: int) -> tuple[np.ndarray, np.ndarray]:
+    """[C, 2] texel sizes (gutter included), flat side first, and the transposed flags."""
+    sizes = np.maximum(np.ceil(extents * scale), 1).astype(np.int64) + gutter
+    transposed = sizes[:, 1] > sizes[:, 0]
+    return np.where(transposed[:, None], sizes[:, ::-1], sizes), transposed
+
+
+def _shelves(sizes: np.ndarray, width: int, height: int) -> np.ndarray | None:
+    """[C, 2] box origins, or None when the boxes do not fit."""
+    order = np.lexsort((np.arange(len(sizes)), -sizes[:, 0], -sizes[:, 1]))
+    origins = np.zeros((len(sizes), 2), np.int64)
+    y = 0
+    start = 0
+    while start < len(order):
+        row = order[start:]
+        widths = np.cumsum(sizes[row, 0])
+        count = int(np.searchsorted(widths, width, side="right"))
+        if count == 0:  # a single box wider than the texture
+            return None
+        placed = row[:count]
+        shelf_height = int(sizes[placed, 1].max())
+        if y + shelf_height > height:
+            return None
+        origins[placed, 0] = widths[:count] - sizes[placed, 0]
+        origins[placed, 1] = y
+        y += shelf_height
+        start += count
+    return origins
+
+
+def pack_rectangles(extents: np.ndarray, size: int, gutter: int) -> Packing:
+    """extents: [C, 2] chart sizes in model units -> the placement at the largest scale."""
+    if len(extents) == 0:
+        return Packing(1.0, np.zeros((0, 2), np.int64), np.zeros(0, bool))
+    extents = np.maximum(extents.astype(np.float64), 0.0)
+    area = float((extents[:, 0] * extents[:, 1]).sum())
+    longest = float(extents.max())
+    # No scale beyond filling the texture with chart area, or the longest side with one chart.
+    high = min(np.sqrt(size * size / area) if area > 0 else np.inf, size / max(longest, 1e-12))
+    low = 0.0
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    for step in range(BISECTION_STEPS):
+        scale = high if step == 0 else (low + high) / 2
+        sizes, transposed = _sizes(extents, scale, gutter)
+        origins = _shelves(sizes, size, size)
+        if origins is None:
+            high = scale
+        else:
+            low = scale
+            best = (scale, origins, transposed)
+    if best is None:
+        raise ValueError(
+            f"{len(extents)} charts do not fit a {size}^2 texture with a {gutter}-texel gutter"
+        )
+    scale, origins, transposed = best
+    # Each box starts with half the gutter, so a chart is that far from the box's edge.
+    return Packing(scale, origins + gutter // 2, transposed)

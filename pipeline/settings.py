@@ -1,0 +1,145 @@
+"""Frozen settings for every pipeline stage, read from the environment.
+
+Each field is one setting; its environment variable is the field name in upper case
+(`texture_size` -> `TEXTURE_SIZE`). The help text beside each field is what the README's
+settings table and `GET /` show. Stages receive the whole frozen object and read their part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+__all__ = [
+    "PipelineSettings",
+    "check_choices",
+    "describe_settings",
+    "parse_overrides",
+    "setting",
+    "settings_from_env",
+]
+
+
+def setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    device: str = setting("auto", "torch device for the GPU stages", ("auto", "cpu", "cuda"))
+    # decode / prepare
+    max_image_pixels: int = setting(
+        40_000_000, "largest decoded image (width x height) accepted; more is a 413"
+    )
+    image_size: int = setting(512, "side of the square, object-centred prepared image (px)")
+    crop_margin: float = setting(
+        0.08, "empty border around the object in the prepared image, per side, as a fraction"
+    )
+    # generate
+    generator: str = setting("inflate", "the generator", ("inflate",))
+    resolution: int = setting(384, "voxel grid resolution of the inflate generator")
+    inflate_depth: float = setting(
+        1.0, "depth of the inflated profile relative to a round cross-section"
+    )
+    # mesh
+    face_budget: int = setting(80_000, "faces kept by simplification")
+    fit_margin: float = setting(0.02, "the largest side of the output is 1 minus this")
+    # atlas
+    atlas_method: str = setting(
+        "box", "UV atlas: our bounded box-projection atlas, or xatlas", ("box", "xatlas")
+    )
+    atlas_timeout_s: float = setting(
+        60.0, "seconds xatlas may take before the box atlas is used instead"
+    )
+    # bake
+    texture_size: int = setting(2048, "side of the base-colour texture (texels)")
+    gutter_texels: int = setting(
+        0, "empty texels kept between UV charts; 0 = texture_size / 512, at least 2"
+    )
+    # glb
+    texture_format: str = setting("jpeg", "base-colour texture encoding", ("jpeg", "png"))
+    jpeg_quality: int = setting(90, "JPEG quality of the base-colour texture (1-100)")
+    metallic: float = setting(0.0, "glTF metallicFactor written into the material")
+    roughness: float = setting(0.8, "glTF roughnessFactor written into the material")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if self.image_size < 64 or self.resolution < 16 or self.texture_size < 64:
+            raise ValueError("image_size >= 64, resolution >= 16, texture_size >= 64 required")
+        if self.face_budget < 100:
+            raise ValueError(f"face_budget must be at least 100, got {self.face_budget}")
+        if not 0.0 <= self.fit_margin < 0.5 or not 0.0 <= self.crop_margin < 0.5:
+            raise ValueError("fit_margin and crop_margin must lie in [0, 0.5)")
+        if not (0.0 <= self.metallic <= 1.0 and 0.0 <= self.roughness <= 1.0):
+            raise ValueError("metallic and roughness must lie in [0, 1]")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be 1..100, got {self.jpeg_quality}")
+
+    @property
+    def gutter(self) -> int:
+        """Texels between charts: scales with the texture so mip-free sampling never bleeds."""
+        return self.gutter_texels or max(2, self.texture_size // 512)
+
+
+S = TypeVar("S")
+
+
+def check_choices(settings: Any) -> None:
+    for f in dataclasses.fields(settings):
+        choices = f.metadata.get("choices")
+        value = getattr(settings, f.name)
+        if choices and value not in choices:
+            raise ValueError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _parse(text: str, kind: Any, name: str) -> Any:
+    try:
+        if kind is bool:
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        return kind(text.strip())
+    except ValueError:
+        raise ValueError(f"{name.upper()}={text!r} is not a valid {kind.__name__}") from None
+
+
+def settings_from_env(
+    cls: type[S], environ: Mapping[str, str] | None = None, **overrides: Any
+) -> S:
+    """Build `cls` from defaults, then the environment, then explicit overrides."""
+    environ = os.environ if environ is None else environ
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        text = environ.get(f.name.upper())
+        if text is not None and text != "":
+            values[f.name] = _parse(text, hints[f.name], f.name)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**values)
+
+
+def parse_overrides(cls: type, pairs: list[str]) -> dict[str, Any]:
+    """["name=value", ...] (command-line `--set`) -> {field: typed value} for `cls`."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip().lower().replace("-", "_")
+        if name not in names or not sep:
+            known = ", ".join(sorted(names))
+            raise ValueError(f"expected NAME=VALUE with NAME one of: {known}; got {pair!r}")
+        values[name] = _parse(text, hints[name], name)
+    return values
+
+
+def describe_settings(settings: Any) -> dict[str, Any]:
+    """The effective value of every setting, keyed by field name."""
+    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}

@@ -1,0 +1,396 @@
+"""The executor: owns the pipeline, runs one generation at a time, prefetches the next job.
+
+Shape (vLLM v1): handlers only `run()` (submit, then await the job's future); one asyncio task
+is the busy loop `load; while running: take a job; step it`. All executor state lives on the
+event loop; threads only run pipeline calls:
+  - one GPU thread (a single-worker pool) calls `load`, `warm_up` and every `generate`, so
+    generations are strictly sequential and always on the same thread (one CUDA context);
+  - a CPU pool runs `prepare` then `stage` (decode, matte, crop, upload on a side stream).
+
+Job life: WAITING (in the bounded queue) -> taken -> PREPARING (unless prefetched) ->
+GENERATING -> resolved; or dropped while waiting when its client is gone.
+
+Prefetch: the first `prefetch_depth` waiting jobs have their prepare+stage started as soon as
+they are queued (and the pipeline is healthy), so while job N generates, job N+1 is decoded
+and uploaded and starts the moment N ends. With prefetch off a job is prepared only when its
+turn comes. Either way at most `prefetch_depth + 1` prepared images are held.
+
+Executor state (what `/health` reports): LOADING until `load()` and one `warm_up()` are done
+(jobs queue meanwhile), then HEALTHY; FAILED if either raised (waiting jobs fail with 503);
+STOPPED after shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pipeline.errors import GenerationFailed, ServerBusy, ServiceError
+from server.errors import ClientGone, ServiceUnavailable
+
+if TYPE_CHECKING:
+    from pipeline.run import Generation
+
+__all__ = ["Executor", "GenerationPipeline", "JobResult", "JobTimings", "State"]
+
+log = logging.getLogger("server.executor")
+
+
+class GenerationPipeline(Protocol):
+    """What the executor needs of `pipeline.run.Pipeline` (tests pass a fake)."""
+
+    settings: Any
+
+    def load(self) -> None: ...
+    def warm_up(self) -> Any: ...
+    def describe(self) -> dict[str, str]: ...
+    def prepare(self, data: bytes) -> Any: ...
+    def stage(self, prepared: Any) -> Any: ...
+    def generate(self, staged: Any, seed: int) -> Generation: ...
+
+
+class State(enum.StrEnum):
+    LOADING = "loading"
+    HEALTHY = "healthy"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass
+class JobTimings:
+    wait_s: float = 0.0  # queued -> taken by the worker
+    prepare_s: float = 0.0  # prepare + stage on the CPU pool
+    prepare_wait_s: float = 0.0  # taken -> prepared: ~0 when the prefetch finished in time
+    generate_s: float = 0.0  # generate on the GPU thread
+    prefetched: bool = False  # prepare started while the job was still waiting
+
+
+_DURATIONS = ("wait_s", "prepare_s", "prepare_wait_s", "generate_s")
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job_id: int
+    generation: Generation
+    timings: JobTimings
+
+
+@dataclass(eq=False)
+class _Job:
+    id: int
+    data: bytes
+    seed: int
+    is_gone: Callable[[], bool]  # True once the client has disconnected
+    future: asyncio.Future[JobResult]
+    queued_at: float = field(default_factory=time.perf_counter)
+    staging: asyncio.Future[tuple[Any, float]] | None = None  # (staged image, seconds)
+    timings: JobTimings = field(default_factory=JobTimings)
+
+
+@dataclass
+class _Counters:
+    jobs_done: int = 0
+    jobs_failed: int = 0  # 5xx: the pipeline raised on a valid request
+    jobs_rejected_input: int = 0  # 4xx found by prepare (not an image, too many pixels ...)
+    rejected_busy: int = 0  # queue full
+    dropped_disconnected: int = 0  # client gone before its job started
+
+
+def _rounded(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
+
+
+class Executor:
+    def __init__(
+        self,
+        make_pipeline: Callable[[], GenerationPipeline],
+        *,
+        queue_size: int,
+        prefetch_depth: int,
+        cpu_workers: int,
+        retry_after_s: int,
+    ) -> None:
+        """`make_pipeline` runs on the GPU thread before `load()`; `prefetch_depth` 0 = off."""
+        self._make_pipeline = make_pipeline
+        self.pipeline: GenerationPipeline | None = None  # set once made, before HEALTHY
+        self.state = State.LOADING
+        self.failure: str | None = None  # why loading failed
+        self.counters = _Counters()
+        self._queue_size = queue_size
+        self._prefetch_depth = prefetch_depth
+        self._retry_after_s = retry_after_s
+        self._cpu_pool = ThreadPoolExecutor(cpu_workers, thread_name_prefix="prepare")
+        self._gpu_pool = ThreadPoolExecutor(1, thread_name_prefix="gpu-worker")
+        self._waiting: deque[_Job] = deque()
+        self._current: _Job | None = None
+        self._last: JobTimings | None = None
+        self._totals = JobTimings()
+        self._ids = itertools.count(1)
+        self._wakeup = asyncio.Event()
+        self._accepting = True
+        self._running = True
+        self._task: asyncio.Task[None] | None = None
+
+    # -- front end (handlers) ---------------------------------------------------------------
+
+    async def run(
+        self, data: bytes, seed: int, is_gone: Callable[[], bool] = lambda: False
+    ) -> JobResult:
+        """Queue a job and wait for its result; raises its ServiceError (4xx/5xx/503)."""
+        job = self._enqueue(data, seed, is_gone)
+        try:
+            return await job.future
+        except asyncio.CancelledError:  # the handler was cancelled: its client went away
+            self._abandon(job)
+            raise
+
+    def _enqueue(self, data: bytes, seed: int, is_gone: Callable[[], bool]) -> _Job:
+        """Queue a job, or raise: 503 ServerBusy when full, 503 when failed or stopping."""
+        if not self._accepting:
+            raise ServiceUnavailable("the server is shutting down", headers=self._retry_header())
+        if self.state is State.FAILED:
+            raise ServiceUnavailable(f"the pipeline failed to load: {self.failure}")
+        # A job that arrives to an idle, healthy worker does not wait: it is one extra slot.
+        idle = self.state is State.HEALTHY and self._current is None
+        if len(self._waiting) >= self._queue_size + (1 if idle else 0):
+            self.counters.rejected_busy += 1
+            raise ServerBusy(
+                f"{len(self._waiting)} jobs waiting (queue_size {self._queue_size})",
+                retry_after=self._retry_after_s,
+            )
+        job = _Job(next(self._ids), data, seed, is_gone, asyncio.get_running_loop().create_future())
+        self._waiting.append(job)
+        self._wakeup.set()
+        self._fill_prefetch()
+        return job
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters, queue and timings for `GET /` (the state is `self.state`)."""
+        done = max(self.counters.jobs_done, 1)
+        return {
+            **asdict(self.counters),
+            "queue_length": len(self._waiting),
+            "prefetching": sum(job.staging is not None for job in self._waiting),
+            "generating": self._current.id if self._current else None,
+            "last_job_s": _rounded(asdict(self._last)) if self._last else None,
+            "mean_job_s": _rounded({n: getattr(self._totals, n) / done for n in _DURATIONS}),
+        }
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start loading in the background and the busy loop after it; returns at once."""
+        self._task = asyncio.create_task(self._main(), name="executor")
+
+    def close(self) -> None:
+        """Stop taking jobs and fail the waiting ones with 503; the running one may finish."""
+        self._accepting = False
+        while self._waiting:
+            job = self._waiting.popleft()
+            self._resolve(
+                job, ServiceUnavailable("the server is shutting down", headers=self._retry_header())
+            )
+
+    async def stop(self) -> None:
+        """Close, stop the busy loop, fail the running job, release the thread pools."""
+        self.close()
+        self._running = False
+        self._wakeup.set()
+        running, was_loading = self._current, self.state is State.LOADING
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if running is not None:
+            self._resolve(running, ServiceUnavailable("the server is shutting down"))
+        self.state = State.STOPPED
+        if running is not None or was_loading:
+            # A pipeline call cannot be interrupted: the process exits once it returns.
+            log.info("stopping: the GPU thread finishes its current call first")
+        self._cpu_pool.shutdown(wait=False, cancel_futures=True)
+        self._gpu_pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- the busy loop --------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        if not await self._load():
+            return
+        while self._running:
+            job = await self._take()
+            if job is None:
+                continue
+            try:
+                await self._step(job)
+            except Exception as exc:  # a bug in the executor itself: fail the job, carry on
+                self._fail(job, exc, "executor")
+
+    async def _load(self) -> bool:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            # Made here, not in make_app: importing torch and the stages takes seconds, and
+            # the port must be bound (answering "loading") from the first moment.
+            self.pipeline = pipeline = await loop.run_in_executor(
+                self._gpu_pool, self._make_pipeline
+            )
+            await loop.run_in_executor(self._gpu_pool, pipeline.load)
+            loaded = time.perf_counter()
+            await loop.run_in_executor(self._gpu_pool, pipeline.warm_up)
+        except Exception as exc:
+            self.state = State.FAILED
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.exception("pipeline failed to load; /health reports failed")
+            refusal = f"the pipeline failed to load: {self.failure}"
+            while self._waiting:
+                self._resolve(self._waiting.popleft(), ServiceUnavailable(refusal))
+            return False
+        self.state = State.HEALTHY
+        log.info(
+            "pipeline healthy: load %.2f s, warm-up %.2f s, %d jobs waiting",
+            loaded - started,
+            time.perf_counter() - loaded,
+            len(self._waiting),
+        )
+        self._fill_prefetch()
+        return True
+
+    async def _take(self) -> _Job | None:
+        """The next job whose client is still there, or None once stopping."""
+        while self._running:
+            while self._waiting:
+                job = self._waiting.popleft()
+                if self._is_abandoned(job):
+                    self._drop(job)
+                    continue
+                self._current = job
+                self._fill_prefetch()  # the job behind this one starts preparing now
+                return job
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return None
+
+    async def _step(self, job: _Job) -> None:
+        loop = asyncio.get_running_loop()
+        timings = job.timings
+        taken = time.perf_counter()
+        timings.wait_s = taken - job.queued_at
+        try:
+            # 1. Prepared image: prefetched already, or prepared now.
+            if job.staging is None:
+                self._start_staging(job)
+            assert job.staging is not None
+            try:
+                staged, timings.prepare_s = await job.staging
+            except Exception as exc:
+                self._fail(job, exc, "prepare")
+                return
+            timings.prepare_wait_s = time.perf_counter() - taken
+            if self._is_abandoned(job):  # gone while its image was being prepared
+                self._drop(job)
+                return
+            # 2. Generate on the GPU thread.
+            started = time.perf_counter()
+            try:
+                generation = await loop.run_in_executor(
+                    self._gpu_pool, self._loaded().generate, staged, job.seed
+                )
+            except Exception as exc:
+                self._fail(job, exc, "generate")
+                return
+            timings.generate_s = time.perf_counter() - started
+            self._record(timings)
+            self._resolve(job, JobResult(job.id, generation, timings))
+        finally:
+            self._current = None
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _fill_prefetch(self) -> None:
+        """Start prepare+stage for the first `prefetch_depth` live waiting jobs."""
+        if self.state is not State.HEALTHY or not self._accepting:
+            return
+        ahead = 0
+        for job in self._waiting:
+            if ahead >= self._prefetch_depth:
+                break
+            if self._is_abandoned(job):
+                continue  # dropped when taken; not worth preparing
+            if job.staging is None:
+                job.timings.prefetched = True
+                self._start_staging(job)
+            ahead += 1
+
+    def _start_staging(self, job: _Job) -> None:
+        loop = asyncio.get_running_loop()
+        job.staging = loop.run_in_executor(self._cpu_pool, self._prepare_and_stage, job.data)
+        # A dropped job's staging is never awaited: retrieve its exception so asyncio does
+        # not report it as lost.
+        job.staging.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def _prepare_and_stage(self, data: bytes) -> tuple[Any, float]:
+        started = time.perf_counter()
+        pipeline = self._loaded()
+        staged = pipeline.stage(pipeline.prepare(data))
+        return staged, time.perf_counter() - started
+
+    def _is_abandoned(self, job: _Job) -> bool:
+        return job.future.done() or job.is_gone()
+
+    def _drop(self, job: _Job) -> None:
+        self.counters.dropped_disconnected += 1
+        log.info(
+            "job %d dropped: client gone after %.2f s waiting",
+            job.id,
+            time.perf_counter() - job.queued_at,
+        )
+        self._resolve(job, ClientGone("the client disconnected before its job started"))
+
+    def _abandon(self, job: _Job) -> None:
+        """The handler was cancelled: take the job out of the queue if it is still there."""
+        if job in self._waiting:
+            self._waiting.remove(job)
+            self._drop(job)
+            self._fill_prefetch()
+
+    def _fail(self, job: _Job, exc: Exception, stage: str) -> None:
+        if isinstance(exc, ServiceError):
+            error = exc  # the pipeline's own verdict, e.g. 415 not an image
+        else:
+            log.error("job %d: %s raised", job.id, stage, exc_info=exc)
+            error = GenerationFailed(f"{stage} failed: {type(exc).__name__}: {exc}")
+        if error.status >= 500:
+            self.counters.jobs_failed += 1
+        else:
+            self.counters.jobs_rejected_input += 1
+        self._resolve(job, error)
+
+    def _record(self, timings: JobTimings) -> None:
+        self.counters.jobs_done += 1
+        self._last = timings
+        for name in _DURATIONS:
+            setattr(self._totals, name, getattr(self._totals, name) + getattr(timings, name))
+
+    def _loaded(self) -> GenerationPipeline:
+        assert self.pipeline is not None, "jobs are only prepared once the pipeline is healthy"
+        return self.pipeline
+
+    def _retry_header(self) -> dict[str, str]:
+        return {"Retry-After": str(self._retry_after_s)}
+
+    @staticmethod
+    def _resolve(job: _Job, outcome: JobResult | BaseException) -> None:
+        if job.future.done():  # cancelled with its handler
+            return
+        if isinstance(outcome, BaseException):
+            job.future.set_exception(outcome)
+        else:
+            job.future.set_result(outcome)

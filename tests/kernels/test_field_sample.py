@@ -1,0 +1,245 @@
+"""field_sample (torch, any device) against field_sample_reference (numpy), through each of its
+paths: trilinear over present neighbours, the Chebyshev shell search, the brute-force fallback,
+and both lookups (dense grid for R^3 <= DENSE_LOOKUP_CELLS, sorted keys above)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import kernels.field_sample as field_sample_module
+from kernels.field_sample import SEARCH_RADIUS, field_sample, field_sample_reference
+
+# Kernel (float32 blend) vs reference (float64 blend) for attributes in [0, 1].
+SAMPLE_ATOL = 1e-5
+# A blend of present voxels against a value worked out by hand, attributes of order 10.
+KNOWN_ATOL = 1e-5
+
+# (voxels, resolution, points): one voxel at R = 1, sparse and dense small fields (dense-grid
+# lookup), and R = 300 (sorted keys).
+RANDOM_CASES = [(1, 1, 9), (1, 8, 40), (40, 8, 200), (700, 12, 300), (5, 300, 60), (600, 300, 150)]
+
+
+def voxel_centre(cells: np.ndarray, resolution: int) -> np.ndarray:
+    """[..., 3] voxel indices -> [..., 3] float32 positions of their centres."""
+    return ((np.asarray(cells, np.float64) + 0.5) / resolution - 0.5).astype(np.float32)
+
+
+def random_field(
+    seed: int, count: int, resolution: int, channels: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """coords [N, 3] int64 in a box of at most 24^3 voxels (so a sparse field at R = 300 still
+    has neighbours), attrs [N, C] float32 in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    box = min(resolution, 24)
+    low = rng.integers(0, resolution - box + 1, 3)
+    coords = low + rng.integers(0, box, (count, 3))
+    return coords, rng.uniform(0, 1, (count, channels)).astype(np.float32)
+
+
+def points_around(seed: int, coords: np.ndarray, resolution: int, count: int) -> np.ndarray:
+    """[M, 3] float32 around random voxels: a third within 0.7 voxel per axis (mostly
+    trilinear), a third within SEARCH_RADIUS + 1 (mostly shells), the rest within 12 voxels
+    (mostly brute force). Every RANDOM_CASES row reaches all three paths."""
+    rng = np.random.default_rng(seed)
+    anchors = coords[rng.integers(0, len(coords), count)].astype(np.float64)
+    reach = np.select(
+        [np.arange(count) % 3 == 0, np.arange(count) % 3 == 1], [0.7, SEARCH_RADIUS + 1.0], 12.0
+    )
+    cells = anchors + rng.uniform(-1, 1, (count, 3)) * reach[:, None]
+    return voxel_centre(cells, resolution)
+
+
+def sample(
+    coords: np.ndarray, attrs: np.ndarray, resolution: int, points: np.ndarray, device: str
+) -> np.ndarray:
+    out = field_sample(
+        torch.from_numpy(coords).to(device),
+        torch.from_numpy(attrs).to(device),
+        resolution,
+        torch.from_numpy(points).to(device),
+    )
+    assert out.dtype == torch.float32 and out.shape == (len(points), attrs.shape[1])
+    return out.cpu().numpy()
+
+
+# --- Known answers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("resolution", [1, 8])
+def test_single_voxel_field_is_read_everywhere(device: str, resolution: int) -> None:
+    coords = np.array([[0, resolution - 1, resolution // 2]])
+    attrs = np.array([[0.25, 0.5, 1.0, 7.0]], np.float32)
+    centre = voxel_centre(coords, resolution)
+    rng = np.random.default_rng(resolution)
+    points = np.concatenate(
+        [
+            centre,  # exactly on it
+            centre + rng.uniform(-0.5, 0.5, (20, 3)).astype(np.float32) / resolution,  # its cell
+            centre + rng.uniform(-3, 3, (20, 3)).astype(np.float32) / resolution,  # shells
+            rng.uniform(-20, 20, (20, 3)).astype(np.float32),  # far from it
+        ]
+    )
+    got = sample(coords, attrs, resolution, points, device)
+    np.testing.assert_allclose(got, np.repeat(attrs, len(points), 0), rtol=0, atol=KNOWN_ATOL)
+
+
+def test_missing_corners_are_renormalised_away(device: str) -> None:
+    # Two voxels on the x axis of an R = 4 grid, value 0 and 10; the other six corners of every
+    # query are absent, so y and z offsets cancel and the value is linear in x.
+    coords = np.array([[1, 1, 1], [2, 1, 1]])
+    attrs = np.array([[0.0], [10.0]], np.float32)
+    t = np.linspace(0, 1, 11)
+    for dy, dz in ((0.0, 0.0), (0.3, 0.2), (-0.45, 0.1)):
+        cells = np.stack((1 + t, 1 + dy + 0 * t, 1 + dz + 0 * t), 1)
+        got = sample(coords, attrs, 4, voxel_centre(cells, 4), device)
+        np.testing.assert_allclose(got[:, 0], 10 * t, rtol=0, atol=KNOWN_ATOL)
+
+
+def test_full_field_reproduces_a_linear_function(device: str) -> None:
+    # Every voxel present with value i + 2j + 3k: trilinear blending is exact for it between
+    # the centres, which checks the centre convention -0.5 + (i + 0.5) / R.
+    resolution = 6
+    coords = np.array(list(itertools.product(range(resolution), repeat=3)))
+    attrs = (coords @ np.array([1.0, 2.0, 3.0]))[:, None].astype(np.float32)
+    rng = np.random.default_rng(0)
+    cells = rng.uniform(0, resolution - 1, (500, 3))
+    got = sample(coords, attrs, resolution, voxel_centre(cells, resolution), device)
+    np.testing.assert_allclose(got[:, 0], cells @ [1.0, 2.0, 3.0], rtol=0, atol=KNOWN_ATOL * 4)
+
+
+def test_shell_search_takes_the_nearest_then_the_first_offset(device: str) -> None:
+    # Queries exactly on the centre of an absent voxel c: its own corner has all the weight, so
+    # the shells decide. Offsets are ordered as itertools.product over (-r..r)^3.
+    resolution = 16
+    c = np.array([8, 8, 8])
+    query = voxel_centre(c[None], resolution)
+    cases = [
+        # (present offsets, in input order) -> the one expected
+        ([(1, 0, 0), (-1, 0, 0)], (-1, 0, 0)),  # a tie: the earlier offset, not the earlier row
+        ([(1, 1, 1), (0, 1, 0)], (0, 1, 0)),  # same shell: the nearer one
+        ([(0, 0, 3)], (0, 0, 3)),  # the last shell searched
+        ([(3, 3, -3), (0, 2, 0)], (0, 2, 0)),
+    ]
+    for offsets, expected in cases:
+        coords = c + np.array(offsets)
+        attrs = np.arange(len(offsets), dtype=np.float32)[:, None]
+        got = sample(coords, attrs, resolution, query, device)
+        assert got[0, 0] == offsets.index(expected), (offsets, got)
+        assert field_sample_reference(coords, attrs, resolution, query)[0, 0] == got[0, 0]
+
+
+@pytest.mark.parametrize("count", [3, 4, 5])
+def test_far_points_take_the_nearest_voxel_anywhere(
+    device: str, count: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Brute-force chunks of 4 queries: one chunk short, exactly one, and one plus a spare.
+    monkeypatch.setattr(field_sample_module, "BRUTE_FORCE_CHUNK", 4)
+    resolution = 8
+    coords, attrs = random_field(3, 12, resolution)
+    coords = np.unique(coords % 3, axis=0)  # all in the (0..2)^3 corner
+    attrs = attrs[: len(coords)]
+    rng = np.random.default_rng(count)
+    points = rng.uniform(1.0, 3.0, (count, 3)).astype(np.float32) * rng.choice([-1, 1], (count, 3))
+    points[:, 0] = np.abs(points[:, 0])  # keep them off the corner: beyond every shell
+    distances = np.linalg.norm(
+        points[:, None].astype(np.float64) - voxel_centre(coords, resolution)[None], axis=-1
+    )
+    nearest = np.argmin(distances, axis=1)
+    got = sample(coords, attrs, resolution, points, device)
+    assert np.array_equal(got, attrs[nearest])
+
+
+def test_duplicate_voxels_read_their_first_row(device: str) -> None:
+    resolution = 8
+    coords = np.array([[2, 2, 2], [5, 5, 5], [2, 2, 2], [5, 5, 5]])
+    attrs = np.array([[1.0], [2.0], [3.0], [4.0]], np.float32)
+    points = voxel_centre([[2, 2, 2], [5, 5, 5], [4, 2, 2], [7, 7, 6], [12, 12, 12]], resolution)
+    # Trilinear at both centres, shells from (4,2,2) and (7,7,6), brute force from (12,12,12).
+    expected = np.array([[1.0], [2.0], [1.0], [2.0], [2.0]], np.float32)
+    for layout in ("dense", "sorted"):
+        with pytest.MonkeyPatch.context() as patch:
+            if layout == "sorted":
+                patch.setattr(field_sample_module, "DENSE_LOOKUP_CELLS", 0)
+            assert np.array_equal(sample(coords, attrs, resolution, points, device), expected)
+    assert np.array_equal(field_sample_reference(coords, attrs, resolution, points), expected)
+
+
+def test_fallback_ties_go_to_the_lower_input_row_like_the_reference(device: str) -> None:
+    # Two voxels on the x axis, listed (2,0,0) first; the query sits at voxel index (1, 20, 0),
+    # equidistant from both and far beyond the shells. Regression: the fallback once searched
+    # the voxels in sorted-key order and returned (0,0,0)'s 2.0.
+    resolution = 8
+    coords = np.array([[2, 0, 0], [0, 0, 0]])
+    attrs = np.array([[1.0], [2.0]], np.float32)
+    point = voxel_centre([[1, 20, 0]], resolution)
+    assert field_sample_reference(coords, attrs, resolution, point)[0, 0] == 1.0
+    assert sample(coords, attrs, resolution, point, device)[0, 0] == 1.0
+
+
+# --- Random fields against the reference, both lookups, invariants --------------------------
+
+
+@pytest.mark.parametrize(("count", "resolution", "points"), RANDOM_CASES)
+def test_matches_reference_on_random_fields(
+    device: str, count: int, resolution: int, points: int
+) -> None:
+    coords, attrs = random_field(count + resolution, count, resolution)
+    queries = points_around(points, coords, resolution, points)
+    got = sample(coords, attrs, resolution, queries, device)
+    expected = field_sample_reference(coords, attrs, resolution, queries)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=SAMPLE_ATOL)
+    # Never empty-handed: a convex blend of present voxels, per channel.
+    assert np.isfinite(got).all()
+    assert (got >= attrs.min(0) - SAMPLE_ATOL).all() and (got <= attrs.max(0) + SAMPLE_ATOL).all()
+
+
+@pytest.mark.parametrize(("count", "resolution"), [(1, 1), (60, 8), (900, 16), (300, 300)])
+def test_sorted_keys_and_dense_grid_agree_exactly(
+    device: str, count: int, resolution: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    coords, attrs = random_field(count, count, resolution, channels=2)
+    queries = points_around(count + 1, coords, resolution, 400)
+    monkeypatch.setattr(field_sample_module, "DENSE_LOOKUP_CELLS", resolution**3)
+    dense = sample(coords, attrs, resolution, queries, device)
+    monkeypatch.setattr(field_sample_module, "DENSE_LOOKUP_CELLS", resolution**3 - 1)
+    assert np.array_equal(sample(coords, attrs, resolution, queries, device), dense)
+
+
+def test_no_points_and_one_channel(device: str) -> None:
+    coords, attrs = random_field(1, 10, 8, channels=1)
+    got = sample(coords, attrs, 8, np.zeros((0, 3), np.float32), device)
+    assert got.shape == (0, 1)
+
+
+def test_is_deterministic(device: str) -> None:
+    coords, attrs = random_field(2, 2000, 32)
+    queries = points_around(2, coords, 32, 3000)
+    first = sample(coords, attrs, 32, queries, device)
+    assert np.array_equal(sample(coords, attrs, 32, queries, device), first)
+
+
+@pytest.mark.parametrize(
+    ("coords_shape", "attrs_shape", "resolution", "points_shape", "expected"),
+    [
+        ((4, 2), (4, 3), 8, (5, 3), r"\[N, 3\]"),
+        ((4,), (4, 3), 8, (5, 3), r"\[N, 3\]"),
+        ((4, 3), (5, 3), 8, (5, 3), r"\[N, C\]"),
+        ((4, 3), (4,), 8, (5, 3), r"\[N, C\]"),
+        ((4, 3), (4, 3), 8, (5, 2), r"\[M, 3\]"),
+        ((4, 3), (4, 3), 0, (5, 3), "positive resolution"),
+        ((0, 3), (0, 3), 8, (5, 3), "at least one voxel"),
+    ],
+)
+def test_rejects_bad_inputs(
+    coords_shape: tuple, attrs_shape: tuple, resolution: int, points_shape: tuple, expected: str
+) -> None:
+    coords = torch.zeros(coords_shape, dtype=torch.long)
+    attrs, points = torch.zeros(attrs_shape), torch.zeros(points_shape)
+    with pytest.raises(ValueError, match=expected):
+        field_sample(coords, attrs, resolution, points)
+    with pytest.raises(ValueError, match=expected):
+        field_sample_reference(coords.numpy(), attrs.numpy(), resolution, points.numpy())

@@ -1,0 +1,135 @@
+"""pack_rectangles: layouts written out by hand, and invariants on random chart sets (charts
+inside the texture, never overlapping, at least the gutter apart)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.packing import BISECTION_STEPS, pack_rectangles
+
+# (charts, texture side, gutter): one chart, odd gutters, block +- 1 texture sides, and a
+# "large" set of charts.
+RANDOM_CASES = [
+    (1, 64, 2),
+    (2, 16, 1),
+    (7, 63, 3),
+    (7, 65, 0),
+    (50, 257, 2),
+    (120, 1024, 4),
+    (1000, 2048, 2),
+]
+
+
+def chart_rects(extents: np.ndarray, packing) -> np.ndarray:
+    """[C, 4] int64 (x0, y0, x1, y1) texels each chart covers: its extents at the packing's
+    scale, rounded up to a whole texel (at least one), turned when `transposed`."""
+    sizes = np.maximum(np.ceil(np.maximum(extents, 0) * packing.scale), 1).astype(np.int64)
+    sizes = np.where(packing.transposed[:, None], sizes[:, ::-1], sizes)
+    return np.concatenate((packing.origins, packing.origins + sizes), axis=1)
+
+
+def assert_valid_layout(rects: np.ndarray, size: int, gutter: int) -> None:
+    """Inside the texture with half a gutter of margin, and every pair of charts separated by
+    at least `gutter` texels along x or along y."""
+    assert (rects[:, :2] >= gutter // 2).all()
+    assert (rects[:, 2:] <= size - gutter // 2).all()
+    x0, y0, x1, y1 = (rects[:, k] for k in range(4))
+    gap_x = np.maximum(x0[None, :] - x1[:, None], x0[:, None] - x1[None, :])
+    gap_y = np.maximum(y0[None, :] - y1[:, None], y0[:, None] - y1[None, :])
+    apart = np.maximum(gap_x, gap_y) >= gutter
+    np.fill_diagonal(apart, True)
+    assert apart.all(), np.argwhere(~apart)[:5]
+
+
+def random_extents(seed: int, count: int) -> np.ndarray:
+    """[C, 2] chart extents in model units, log-normal, with a few slivers and empty charts."""
+    rng = np.random.default_rng(seed)
+    extents = rng.lognormal(0, 0.8, (count, 2)) * 0.05
+    extents[rng.random((count, 2)) < 0.05] *= 0.01  # slivers
+    extents[rng.random(count) < 0.02] = 0.0  # degenerate charts still get a texel
+    return extents
+
+
+# --- Known layouts --------------------------------------------------------------------------
+
+
+def test_one_square_chart_fills_the_texture_less_the_gutter() -> None:
+    # A box is ceil(scale) + 2 texels: the largest scale that fits 64 is 62, approached from
+    # below by bisection to within 64 / 2^23.
+    packing = pack_rectangles(np.array([[1.0, 1.0]]), 64, 2)
+    assert 62 - 64 / 2 ** (BISECTION_STEPS - 1) <= packing.scale <= 62
+    assert packing.origins.tolist() == [[1, 1]]
+    assert packing.transposed.tolist() == [False]
+    assert packing.origins.dtype == np.int64 and packing.transposed.dtype == bool
+
+
+def test_two_squares_sit_side_by_side() -> None:
+    packing = pack_rectangles(np.array([[1.0, 1.0], [1.0, 1.0]]), 64, 2)
+    # Two boxes of ceil(scale) + 2 across 64 texels: scale 30.
+    assert 30 - 64 / 2 ** (BISECTION_STEPS - 1) <= packing.scale <= 30
+    assert packing.origins.tolist() == [[1, 1], [33, 1]]
+
+
+def test_sixteen_squares_tile_a_four_by_four_grid() -> None:
+    # The area bound sqrt(64^2 / 16) = 16 fits exactly at the first try: 16-texel cells.
+    packing = pack_rectangles(np.ones((16, 2)), 64, 0)
+    assert packing.scale == 16
+    expected = [[16 * (k % 4), 16 * (k // 4)] for k in range(16)]
+    assert packing.origins.tolist() == expected
+
+
+def test_tall_charts_are_turned_to_lie_flat_and_shelves_go_tallest_first() -> None:
+    extents = np.array([[1.0, 3.0], [2.0, 1.0], [4.0, 0.5]])
+    packing = pack_rectangles(extents, 128, 2)
+    assert packing.transposed.tolist() == [True, False, False]
+    rects = chart_rects(extents, packing)
+    widths, heights = rects[:, 2] - rects[:, 0], rects[:, 3] - rects[:, 1]
+    assert (widths >= heights).all()
+    assert_valid_layout(rects, 128, 2)
+    # Tallest (the turned 3 x 1) starts the first shelf at the top left.
+    assert packing.origins[0].tolist() == [1, 1]
+
+
+def test_empty_and_degenerate_charts() -> None:
+    packing = pack_rectangles(np.zeros((0, 2)), 64, 2)
+    assert packing.origins.shape == (0, 2) and packing.transposed.shape == (0,)
+    # Charts with no extent (or a negative one, clamped to 0) still get a texel each.
+    extents = np.array([[0.0, 0.0], [-1.0, 0.5], [0.5, 0.5]])
+    packing = pack_rectangles(extents, 32, 2)
+    rects = chart_rects(extents, packing)
+    assert ((rects[:, 2:] - rects[:, :2]) >= 1).all()
+    assert_valid_layout(rects, 32, 2)
+
+
+def test_too_many_charts_for_the_texture_raise() -> None:
+    # Every box is at least 1 + 4 texels: at most 3 x 3 of them fit in 16^2.
+    with pytest.raises(ValueError, match="do not fit"):
+        pack_rectangles(np.ones((10, 2)), 16, 4)
+    assert len(pack_rectangles(np.ones((9, 2)), 16, 4).origins) == 9
+
+
+# --- Random chart sets ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("count", "size", "gutter"), RANDOM_CASES)
+def test_random_charts_never_overlap_and_stay_inside(count: int, size: int, gutter: int) -> None:
+    extents = random_extents(count + size + gutter, count)
+    packing = pack_rectangles(extents, size, gutter)
+    assert packing.origins.shape == (count, 2) and packing.transposed.shape == (count,)
+    assert packing.scale > 0
+    rects = chart_rects(extents, packing)
+    assert_valid_layout(rects, size, gutter)
+    # Each chart lies flat; the texture is used reasonably (shelf packing of log-normal boxes
+    # with gutters): more than a fifth of its area is chart.
+    assert ((rects[:, 2] - rects[:, 0]) >= (rects[:, 3] - rects[:, 1])).all()
+    if count > 1:
+        assert np.prod(rects[:, 2:] - rects[:, :2], axis=1).sum() > 0.2 * size * size
+
+
+def test_is_deterministic() -> None:
+    extents = random_extents(3, 300)
+    first, second = pack_rectangles(extents, 512, 2), pack_rectangles(extents, 512, 2)
+    assert first.scale == second.scale
+    assert np.array_equal(first.origins, second.origins)
+    assert np.array_equal(first.transposed, second.transposed)

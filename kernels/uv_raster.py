@@ -157,8 +157,9 @@ def _candidates(
     F = faces.shape[0]
     scale = torch.tensor([W, H], dtype=torch.float32, device=device)
     corners_all = uvs[faces] * scale  # [F, 3, 2] texel units
+    box_lo_all, box_hi_all = corners_all.amin(1), corners_all.amax(1)  # [F, 2]
     # Faces per chunk from their boxes' areas: an upper bound of their candidates.
-    box = (corners_all.amax(1) - corners_all.amin(1) + 3).prod(1)
+    box = (box_hi_all - box_lo_all + 3).prod(1)
     cumulative = torch.cumsum(box.double(), 0)
     start = 0
     while start < F:
@@ -173,7 +174,7 @@ def _candidates(
         corners = corners_all[face_ids]
         touched, inside, bary = _cover(corners, centres, conservative)
         if conservative:  # the pushed-out edges overshoot near sharp corners: clip to the box
-            box_lo, box_hi = corners.amin(1), corners.amax(1)
+            box_lo, box_hi = box_lo_all[face_ids], box_hi_all[face_ids]
             touched &= ((centres + 0.5 >= box_lo) & (centres - 0.5 <= box_hi)).all(1)
         yield face_ids[touched], (y * W + x)[touched], inside[touched], bary[touched]
         start = stop

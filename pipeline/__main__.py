@@ -43,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     pipeline.load()
     start = time.perf_counter()
     try:
-        result = pipeline.run(args.image.read_bytes(), args.seed)
+        data = args.image.read_bytes()
+    except OSError as error:
+        print(f"{args.image}: cannot read: {error.strerror or error}", file=sys.stderr)
+        return 2
+    try:
+        result = pipeline.run(data, args.seed)
     except ServiceError as error:
         print(f"{args.image}: {error.error}: {error.detail}", file=sys.stderr)
         return 2

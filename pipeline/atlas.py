@@ -44,15 +44,15 @@ MAX_LAYOUT_ROUNDS = 3
 
 
 def _chart_boxes(corners: np.ndarray, chart: np.ndarray, count: int) -> np.ndarray:
-    """corners [F, 3, 2], chart [F] -> [C, 2, 2] (min, max) of each chart's corners."""
-    boxes = np.empty((count, 2, 2))
+    """corners [F, 3, 2], chart [F] -> [C, 2, 2] (min, max) of each chart's corners.
+
+    Every chart id in 0..count-1 has at least one face.
+    """
     flat_chart = np.repeat(chart, 3)
-    flat = corners.reshape(-1, 2)
-    boxes[:, 0] = np.inf
-    boxes[:, 1] = -np.inf
-    np.minimum.at(boxes[:, 0], flat_chart, flat)
-    np.maximum.at(boxes[:, 1], flat_chart, flat)
-    return boxes
+    order = np.argsort(flat_chart, kind="stable")
+    flat = corners.reshape(-1, 2)[order]
+    starts = np.searchsorted(flat_chart[order], np.arange(count))
+    return np.stack((np.minimum.reduceat(flat, starts), np.maximum.reduceat(flat, starts)), 1)
 
 
 def _place(corners: np.ndarray, charts: Charts, size: int, gutter: int) -> np.ndarray:
@@ -146,6 +146,7 @@ def _xatlas(mesh: Mesh, settings: PipelineSettings) -> UVMesh | None:
         daemon=True,
     )
     process.start()
+    child.close()  # only the child holds its end now: its death ends our poll at once
     try:
         if not parent.poll(settings.atlas_timeout_s):
             log.warning("xatlas outlasted %.0f s: using the box atlas", settings.atlas_timeout_s)

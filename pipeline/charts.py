@@ -89,9 +89,8 @@ def segment_charts(positions: np.ndarray, faces: np.ndarray) -> Charts:
     label = np.argmax(score, axis=1)
     a, b = _edge_neighbours(faces)
     for _ in range(SMOOTH_ROUNDS):
-        votes = np.zeros((F, 6), np.int64)
-        np.add.at(votes, (a, label[b]), 1)
-        np.add.at(votes, (b, label[a]), 1)
+        pairs = np.concatenate((a * 6 + label[b], b * 6 + label[a]))
+        votes = np.bincount(pairs, minlength=F * 6).reshape(F, 6)
         favourite = np.argmax(votes, axis=1)
         own = votes[np.arange(F), label]
         best = votes[np.arange(F), favourite]
@@ -120,11 +119,10 @@ def _dissolve_small(
     if len(face) == 0:
         return label, False
     cos = score[face, other]
-    best_cos = np.full(len(label), -np.inf)
-    np.maximum.at(best_cos, face, cos)
-    winner = cos >= best_cos[face]  # ties: the first candidate in order
-    first = np.unique(face[winner], return_index=True)[1]
-    chosen_face, chosen_label = face[winner][first], other[winner][first]
+    # Per face, the candidate with the best cosine; ties to the first candidate in order.
+    order = np.lexsort((np.arange(len(face)), -cos, face))
+    first = np.r_[True, face[order][1:] != face[order][:-1]]
+    chosen_face, chosen_label = face[order][first], other[order][first]
     allowed = score[chosen_face, chosen_label] >= SMOOTH_MIN_COS
     new_label = label.copy()
     new_label[chosen_face[allowed]] = chosen_label[allowed]
@@ -194,5 +192,8 @@ def _running_max_by_group(
 def project_charts(positions: np.ndarray, faces: np.ndarray, charts: Charts) -> np.ndarray:
     """[F, 3, 2] float64 corner coordinates of every face in its chart's plane (model units)."""
     corners = positions[faces].astype(np.float64)  # [F, 3, 3]
-    planes = PLANES[charts.axis_of_face]  # [F, 2, 3]
-    return np.einsum("fkd,fpd->fkp", corners, planes)
+    # Every plane axis is a signed coordinate axis: pick the coordinate, apply the sign.
+    component = np.abs(PLANES).argmax(axis=2)[charts.axis_of_face]  # [F, 2]
+    sign = PLANES.sum(axis=2)[charts.axis_of_face]  # [F, 2], +-1
+    picked = np.take_along_axis(corners, component[:, None, :], axis=2)  # [F, 3, 2]
+    return picked * sign[:, None, :]

@@ -2,10 +2,9 @@
 
 Recipe (process_mesh):
   1. weld vertices that share a position (generators emit soups or near-soups);
-  2. drop degenerate faces;
-  3. simplify to the face budget (quadric edge collapse, fast-simplification). Its plane
-     quadrics (n n^T) and its flip test (each face against itself) do not depend on winding,
-     so inconsistent input is fine, and the steps below run on the small mesh;
+  2. drop degenerate faces (on the device, where the raw mesh is);
+  3. simplify to the face budget (pipeline/simplify.py: winding does not matter to it, so the
+     steps below run on the small mesh), and weld its slabs back together;
   4. drop degenerate and duplicate faces, wind every manifold piece consistently, outward;
   5. drop unreferenced vertices;
   6. Z up -> Y up, and fit into the unit cube centred at the origin;
@@ -23,33 +22,13 @@ import torch
 from kernels.vertex_normals import vertex_normals
 from kernels.weld import weld
 from pipeline.settings import PipelineSettings
+from pipeline.simplify import simplify
 from pipeline.topology import clean_faces, drop_degenerate, orient_outward
 from pipeline.types import Frame, Mesh, RawAsset
 
-__all__ = ["fit_frame", "process_mesh", "simplify"]
+__all__ = ["fit_frame", "process_mesh"]
 
 log = logging.getLogger("pipeline.mesh")
-
-# Quadric simplification aggressiveness (fast-simplification's `agg`, 0-10): 7 is its default,
-# a balance it documents between speed and shape; lower reaches the budget less reliably.
-SIMPLIFY_AGGRESSIVENESS = 7.0
-
-
-def simplify(
-    positions: np.ndarray, faces: np.ndarray, face_budget: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Quadric edge collapse down to about `face_budget` faces (unchanged when already under)."""
-    if len(faces) <= face_budget:
-        return positions, faces
-    import fast_simplification
-
-    points, triangles = fast_simplification.simplify(
-        positions.astype(np.float64),
-        faces.astype(np.int32),
-        target_count=face_budget,
-        agg=SIMPLIFY_AGGRESSIVENESS,
-    )
-    return points.astype(np.float32), triangles.astype(np.int64)
 
 
 def _compact(positions: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,12 +55,13 @@ def process_mesh(asset: RawAsset, settings: PipelineSettings) -> Mesh:
     faces_in = len(asset.faces)
     # 1. Weld.
     unique, remap = weld(asset.vertices.float())
-    positions = unique.cpu().numpy()
-    faces = remap[asset.faces.long()].cpu().numpy()
     # 2. Degenerate faces.
-    faces = drop_degenerate(positions, faces)
-    # 3. Simplify.
+    faces_t = drop_degenerate(unique, remap[asset.faces.long()])
+    positions, faces = unique.cpu().numpy(), faces_t.cpu().numpy()
+    # 3. Simplify, then weld the slabs.
     positions, faces = simplify(positions, faces, settings.face_budget)
+    welded, slab_remap = weld(torch.from_numpy(positions))
+    positions, faces = welded.numpy(), slab_remap.numpy()[faces]
     # 4. Clean and orient.
     faces = orient_outward(positions, clean_faces(positions, faces))
     if len(faces) == 0:

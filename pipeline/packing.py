@@ -14,7 +14,8 @@ import numpy as np
 
 __all__ = ["Packing", "pack_rectangles"]
 
-BISECTION_STEPS = 24
+# Halvings of the scale interval: 16 leave it within 2^-16 of the best, far below a texel.
+BISECTION_STEPS = 16
 
 
 @dataclass(frozen=True)

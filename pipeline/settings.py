@@ -58,7 +58,7 @@ class PipelineSettings:
     # bake
     texture_size: int = setting(2048, "side of the base-colour texture (texels)")
     gutter_texels: int = setting(
-        0, "empty texels kept between UV charts; 0 = texture_size / 512, at least 2"
+        0, "texels between neighbouring charts' boxes; 0 = texture_size / 512, at least 2"
     )
     # glb
     texture_format: str = setting("jpeg", "base-colour texture encoding", ("jpeg", "png"))

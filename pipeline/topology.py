@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from scipy.sparse.csgraph import breadth_first_tree, connected_components
 
 __all__ = [
@@ -27,17 +28,27 @@ __all__ = [
     "orient_outward",
 ]
 
+Array = np.ndarray | torch.Tensor
+
 # Faces whose doubled area is below this (in the squared units of the positions) are dropped;
 # set far below a 1/4096-voxel triangle so only truly collapsed faces go.
 MIN_DOUBLE_AREA = 1e-14
 
 
-def drop_degenerate(positions: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """positions [V, 3], faces [F, 3] -> the faces with three distinct vertices and an area."""
+def drop_degenerate(positions: Array, faces: Array) -> Array:
+    """positions [V, 3], faces [F, 3] -> the faces with three distinct vertices and an area.
+
+    numpy arrays or torch tensors (on any device, so the raw mesh is filtered where it is).
+    """
     a, b, c = faces[:, 0], faces[:, 1], faces[:, 2]
     distinct = (a != b) & (b != c) & (a != c)
-    p = positions.astype(np.float64)
-    double_area = np.linalg.norm(np.cross(p[b] - p[a], p[c] - p[a]), axis=1)
+    if isinstance(faces, torch.Tensor):
+        p = positions.double()
+        cross = torch.linalg.cross(p[b] - p[a], p[c] - p[a], dim=1)
+        double_area = torch.linalg.vector_norm(cross, dim=1)
+    else:
+        p = positions.astype(np.float64)
+        double_area = np.linalg.norm(np.cross(p[b] - p[a], p[c] - p[a]), axis=1)
     return faces[distinct & (double_area > MIN_DOUBLE_AREA)]
 
 
@@ -78,9 +89,12 @@ def manifold_pairs(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return edge_faces[first], edge_faces[first + 1], flip
 
 
-def face_components(faces: np.ndarray) -> np.ndarray:
-    """[F] int64 component label per face, joined through manifold edges only."""
-    a, b, _ = manifold_pairs(faces)
+def face_components(faces: np.ndarray, pairs: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
+    """[F] int64 component label per face, joined through manifold edges only.
+
+    pairs: `manifold_pairs(faces)` when the caller has it already.
+    """
+    a, b, _ = pairs if pairs is not None else manifold_pairs(faces)
     F = len(faces)
     graph = sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(F, F)).tocsr()
     return connected_components(graph, directed=False)[1].astype(np.int64)
@@ -103,8 +117,8 @@ def orient_outward(positions: np.ndarray, faces: np.ndarray) -> np.ndarray:
     F = len(faces)
     if F == 0:
         return faces
-    a, b, flip = manifold_pairs(faces)
-    labels = face_components(faces)
+    a, b, flip = pairs = manifold_pairs(faces)
+    labels = face_components(faces, pairs)
     # 1. One virtual root (index F) joined to the first face of every component. Edge weights
     #    are 1 (agree) or 2 (disagree): csgraph drops explicit zeros.
     first_faces = np.unique(labels, return_index=True)[1]

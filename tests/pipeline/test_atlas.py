@@ -1,0 +1,224 @@
+"""unwrap and box_atlas: UVs inside the texture, no texel centre claimed by two faces, charts
+at least the gutter apart under conservative coverage, the UV mesh a seam-split copy of the
+mesh (same faces in the same order), bounded distortion, determinism, and xatlas falling
+back to the box atlas without hanging."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from scipy.ndimage import binary_dilation
+
+from kernels.uv_raster import uv_raster
+from pipeline.atlas import box_atlas, unwrap
+from pipeline.charts import SMOOTH_MIN_COS
+from pipeline.generators.inflate import InflateGenerator
+from pipeline.mesh import process_mesh
+from pipeline.settings import PipelineSettings
+from pipeline.types import Mesh, PreparedImage, RawAsset, UVMesh
+
+TEXTURE_SIZE = 256
+# UV-space area over surface area is the packing's scale squared times the face's cosine to
+# its axis, which the charts keep in [SMOOTH_MIN_COS, 1]: the ratio's spread is bounded.
+# Slack for float32 UVs on small faces (a face of ~1 texel: rounding of ~1e-7 in uv).
+DENSITY_SPREAD_SLACK = 1.05
+# xatlas gets this long in the test where its child fails at once: twice the child's start-up
+# (a fresh interpreter importing torch, ~3 s here), so only a missed failure waits it out.
+XATLAS_FAILING_TIMEOUT_S = 6.0
+
+
+def settings(**overrides) -> PipelineSettings:
+    base = {"resolution": 64, "face_budget": 3000, "texture_size": TEXTURE_SIZE}
+    return dataclasses.replace(PipelineSettings(device="cpu"), **{**base, **overrides})
+
+
+def mask(name: str) -> np.ndarray:
+    ys, xs = np.mgrid[0:128, 0:128] + 0.5
+    rho = np.hypot(xs - 64, ys - 64)
+    if name == "ring":
+        return ((rho < 51) & (rho > 23)).astype(np.float32)
+    if name == "l_shape":
+        bar = (xs > 20) & (xs < 48) & (ys > 12) & (ys < 116)
+        foot = (xs > 20) & (xs < 110) & (ys > 88) & (ys < 116)
+        return (bar | foot).astype(np.float32)
+    if name == "thin_bar":
+        return ((xs > 10) & (xs < 118) & (ys > 60) & (ys < 68)).astype(np.float32)
+    raise KeyError(name)
+
+
+@functools.cache
+def inflated_mesh(name: str) -> Mesh:
+    image = PreparedImage(torch.full((128, 128, 3), 0.5), torch.from_numpy(mask(name)), "alpha")
+    asset = InflateGenerator(settings(), torch.device("cpu")).generate(image, 0)
+    return process_mesh(asset, settings())
+
+
+def sphere_mesh(subdivisions: int = 1) -> Mesh:
+    sphere = trimesh.creation.icosphere(subdivisions=subdivisions, radius=0.4)
+    asset = RawAsset(
+        torch.tensor(sphere.vertices, dtype=torch.float32),
+        torch.tensor(sphere.faces, dtype=torch.int64),
+        torch.zeros(1, 3, dtype=torch.int32),
+        torch.full((1, 6), 0.5),
+        64,
+    )
+    return process_mesh(asset, settings())
+
+
+@functools.cache
+def unwrapped(name: str, gutter_texels: int = 0, texture_size: int = TEXTURE_SIZE) -> UVMesh:
+    config = settings(gutter_texels=gutter_texels, texture_size=texture_size)
+    return unwrap(inflated_mesh(name), config)
+
+
+CASES = [("ring", 0, 256), ("l_shape", 0, 256), ("thin_bar", 3, 300), ("l_shape", 5, 257)]
+
+
+def assert_seam_split_copy(uv_mesh: UVMesh, mesh: Mesh) -> None:
+    """Same faces in the same order; each UV vertex is the mesh vertex at its corner."""
+    assert uv_mesh.faces.shape == mesh.faces.shape and uv_mesh.faces.dtype == torch.int64
+    V = len(uv_mesh.positions)
+    assert uv_mesh.positions.shape == (V, 3) and uv_mesh.normals.shape == (V, 3)
+    assert uv_mesh.uvs.shape == (V, 2) and uv_mesh.uvs.dtype == torch.float32
+    assert len(mesh.positions) <= V <= 3 * len(mesh.faces)
+    assert np.array_equal(np.unique(uv_mesh.faces.numpy()), np.arange(V))  # all used
+    assert torch.equal(uv_mesh.positions[uv_mesh.faces], mesh.positions[mesh.faces])
+    assert torch.equal(uv_mesh.normals[uv_mesh.faces], mesh.normals[mesh.faces])
+    assert uv_mesh.frame == mesh.frame
+
+
+# --- the box atlas ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "gutter_texels", "size"), CASES)
+def test_the_uv_mesh_is_a_seam_split_copy_of_the_mesh(name, gutter_texels, size) -> None:
+    uv_mesh = unwrapped(name, gutter_texels, size)
+    assert_seam_split_copy(uv_mesh, inflated_mesh(name))
+    uvs = uv_mesh.uvs
+    assert float(uvs.min()) >= 0.0 and float(uvs.max()) <= 1.0
+    assert uv_mesh.stats["charts"] >= 6 and 0 < uv_mesh.stats["utilisation"] <= 1
+
+
+@pytest.mark.parametrize(("name", "gutter_texels", "size"), CASES)
+def test_no_texel_centre_lies_inside_two_faces(name, gutter_texels, size) -> None:
+    uv_mesh = unwrapped(name, gutter_texels, size)
+    assert uv_mesh.raster is not None
+    assert not bool(uv_mesh.raster.overlapping.any())
+    # The raster kept for the bake is the raster of these very UVs and faces.
+    again = uv_raster(uv_mesh.uvs, uv_mesh.faces, size, size, conservative=True)
+    assert not bool(again.overlapping.any())
+    assert torch.equal(again.face_ids, uv_mesh.raster.face_ids)
+    assert torch.equal(again.barycentrics, uv_mesh.raster.barycentrics)
+
+
+@pytest.mark.parametrize(("name", "gutter_texels", "size"), CASES)
+def test_charts_are_at_least_the_gutter_apart(name, gutter_texels, size) -> None:
+    """Each chart rasterised on its own with conservative coverage (every texel its bilinear
+    footprint reads), grown by gutter - 1 texels, meets no other chart: between the texels of
+    two charts lie at least gutter - 1 texels that no chart touches."""
+    mesh = inflated_mesh(name)
+    gutter = settings(gutter_texels=gutter_texels, texture_size=size).gutter
+    positions, faces = mesh.positions.numpy(), mesh.faces.numpy()
+    chart, corner_uvs, _, _ = box_atlas(positions, faces, size, gutter, torch.device("cpu"))
+    uvs = torch.from_numpy(corner_uvs.reshape(-1, 2))
+    soup = torch.arange(3 * len(faces)).reshape(-1, 3)
+    coverage = []
+    for label in range(chart.max() + 1):
+        mine = soup[torch.from_numpy(np.nonzero(chart == label)[0])]
+        raster = uv_raster(uvs, mine, size, size, conservative=True)
+        coverage.append(raster.face_ids.numpy() >= 0)
+    count = np.sum(coverage, axis=0)
+    square = np.ones((2 * gutter - 1, 2 * gutter - 1), bool)
+    for covered in coverage:
+        grown = binary_dilation(covered, square)
+        others = count - covered > 0
+        assert not (grown & others).any()
+
+
+@pytest.mark.parametrize("name", ["ring", "l_shape"])
+def test_texel_density_is_uniform_within_the_charts_cosine_bound(name: str) -> None:
+    uv_mesh = unwrapped(name)
+    p = uv_mesh.positions.double()[uv_mesh.faces]
+    surface = torch.linalg.norm(torch.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0], dim=1), dim=1)
+    t = uv_mesh.uvs.double()[uv_mesh.faces]
+    u, v = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+    uv_area = (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]).abs()
+    ratio = uv_area / surface
+    assert float(ratio.min()) > 0
+    assert float(ratio.max() / ratio.min()) <= DENSITY_SPREAD_SLACK / SMOOTH_MIN_COS
+
+
+def test_unwrap_is_deterministic() -> None:
+    mesh = inflated_mesh("ring")
+    first, second = unwrap(mesh, settings()), unwrap(mesh, settings())
+    for name in ("positions", "faces", "normals", "uvs"):
+        assert torch.equal(getattr(first, name), getattr(second, name)), name
+    assert first.stats == second.stats
+
+
+def test_box_atlas_returns_corner_uvs_per_face() -> None:
+    mesh = inflated_mesh("l_shape")
+    positions, faces = mesh.positions.numpy(), mesh.faces.numpy()
+    chart, corner_uvs, raster, stats = box_atlas(positions, faces, 128, 2, torch.device("cpu"))
+    assert chart.shape == (len(faces),) and corner_uvs.shape == (len(faces), 3, 2)
+    assert corner_uvs.dtype == np.float32
+    assert np.array_equal(np.unique(chart), np.arange(int(stats["charts"])))
+    assert corner_uvs.min() >= 0 and corner_uvs.max() <= 1
+    assert raster.face_ids.shape == (128, 128)
+    # A mesh vertex has one UV per chart: its corners agree wherever the chart is the same.
+    keys = chart[:, None] * len(positions) + faces  # [F, 3]
+    order = np.argsort(keys.reshape(-1), kind="stable")
+    sorted_keys, sorted_uvs = keys.reshape(-1)[order], corner_uvs.reshape(-1, 2)[order]
+    same = sorted_keys[1:] == sorted_keys[:-1]
+    np.testing.assert_array_equal(sorted_uvs[1:][same], sorted_uvs[:-1][same])
+
+
+def test_a_single_triangle_and_an_open_sheet_unwrap() -> None:
+    for positions, faces in (
+        ([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.5, 0.1]], [[0, 1, 2]]),
+        ([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], [[0, 1, 2], [0, 2, 3]]),
+    ):
+        positions_t = torch.tensor(positions, dtype=torch.float32)
+        faces_t = torch.tensor(faces, dtype=torch.int64)
+        normals = torch.zeros_like(positions_t)
+        normals[:, 2] = 1.0
+        mesh = Mesh(positions_t, faces_t, normals, sphere_mesh().frame)
+        uv_mesh = unwrap(mesh, settings())
+        assert_seam_split_copy(uv_mesh, mesh)
+        assert float(uv_mesh.uvs.min()) >= 0 and float(uv_mesh.uvs.max()) <= 1
+        assert uv_mesh.stats["charts"] == 1
+
+
+# --- xatlas -------------------------------------------------------------------------------------
+
+
+def test_xatlas_past_its_timeout_falls_back_to_the_box_atlas(caplog) -> None:
+    mesh = sphere_mesh()
+    start = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="pipeline.atlas"):
+        uv_mesh = unwrap(mesh, settings(atlas_method="xatlas", atlas_timeout_s=0.001))
+    assert time.perf_counter() - start < 5.0
+    assert "outlasted" in caplog.text
+    assert uv_mesh.raster is not None and uv_mesh.stats["charts"] >= 1  # the box atlas's
+    assert_seam_split_copy(uv_mesh, mesh)
+
+
+def test_xatlas_failing_in_its_child_falls_back_at_once(caplog, monkeypatch, tmp_path) -> None:
+    (tmp_path / "xatlas.py").write_text("raise ImportError('xatlas is missing in this test')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # the spawned child inherits sys.path
+    mesh = sphere_mesh()
+    start = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="pipeline.atlas"):
+        config = settings(atlas_method="xatlas", atlas_timeout_s=XATLAS_FAILING_TIMEOUT_S)
+        uv_mesh = unwrap(mesh, config)
+    elapsed = time.perf_counter() - start
+    assert uv_mesh.raster is not None  # the box atlas's
+    assert "xatlas failed" in caplog.text
+    assert elapsed < XATLAS_FAILING_TIMEOUT_S

@@ -1,0 +1,158 @@
+"""bake: on an inflated solid whose voxel colours are a known linear function of position, the
+texture at texel centres inside faces matches the function at the texel's 3D point (found
+here from the UVs alone), every texel is filled, gutter texels copy their nearest covered
+texel, and the output has the GLB writer's dtypes and shapes."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import distance_transform_edt
+
+from kernels.uv_raster import uv_raster
+from pipeline.atlas import unwrap
+from pipeline.bake import bake
+from pipeline.generators.inflate import InflateGenerator
+from pipeline.glb import write_glb
+from pipeline.mesh import process_mesh
+from pipeline.settings import PipelineSettings
+from pipeline.types import PreparedImage, RawAsset, TexturedMesh, UVMesh
+
+TEXTURE_SIZE = 256
+RESOLUTION = 64
+# The field's colour: COLOUR_FLOOR + COLOUR_SLOPE * (p + 0.5) per channel, p in the asset frame
+# (red follows x, green y, blue z): never black, and any flip of an axis shows.
+COLOUR_FLOOR = 0.1
+COLOUR_SLOPE = 0.8
+# Trilinear sampling renormalised over the surface voxels present blends voxel centres within
+# a voxel of the point (the gradient times one voxel), plus uint8 rounding (measured: 0.007).
+COLOUR_TOLERANCE = COLOUR_SLOPE / RESOLUTION + 1 / 255
+
+
+def settings(**overrides) -> PipelineSettings:
+    base = {"resolution": RESOLUTION, "face_budget": 3000, "texture_size": TEXTURE_SIZE}
+    return dataclasses.replace(PipelineSettings(device="cpu"), **{**base, **overrides})
+
+
+def colour_of(points: torch.Tensor) -> torch.Tensor:
+    """[..., 3] asset-frame points -> [..., 3] RGB of the test field."""
+    return COLOUR_FLOOR + COLOUR_SLOPE * (points + 0.5)
+
+
+def mask(name: str) -> np.ndarray:
+    ys, xs = np.mgrid[0:128, 0:128] + 0.5
+    if name == "ring":
+        rho = np.hypot(xs - 64, ys - 64)
+        return ((rho < 51) & (rho > 23)).astype(np.float32)
+    if name == "l_shape":
+        bar = (xs > 20) & (xs < 48) & (ys > 12) & (ys < 116)
+        foot = (xs > 20) & (xs < 110) & (ys > 88) & (ys < 116)
+        return (bar | foot).astype(np.float32)
+    raise KeyError(name)
+
+
+@functools.cache
+def baked(name: str, texture_size: int = TEXTURE_SIZE) -> tuple[RawAsset, UVMesh, TexturedMesh]:
+    config = settings(texture_size=texture_size)
+    image = PreparedImage(torch.full((128, 128, 3), 0.5), torch.from_numpy(mask(name)), "alpha")
+    asset = InflateGenerator(config, torch.device("cpu")).generate(image, 0)
+    centres = (asset.coords.double() + 0.5) / asset.resolution - 0.5
+    asset.attrs[:, :3] = colour_of(centres).float()
+    uv_mesh = unwrap(process_mesh(asset, config), config)
+    return asset, uv_mesh, bake(uv_mesh, asset, config)
+
+
+def texel_points(uv_mesh: UVMesh, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, cols, asset-frame points) of every texel whose centre lies inside a face: the face
+    from a centre-coverage raster, the point from barycentrics solved here from the UVs."""
+    raster = uv_raster(uv_mesh.uvs, uv_mesh.faces, size, size, conservative=False)
+    rows, cols = torch.nonzero(raster.face_ids >= 0, as_tuple=True)
+    faces = uv_mesh.faces[raster.face_ids[rows, cols]]
+    corners = uv_mesh.uvs.double()[faces] * size  # [T, 3, 2] texel units
+    centre = torch.stack((cols, rows), 1).double() + 0.5
+    e1, e2, d = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0], centre - corners[:, 0]
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    w1 = (d[:, 0] * e2[:, 1] - d[:, 1] * e2[:, 0]) / det
+    w2 = (e1[:, 0] * d[:, 1] - e1[:, 1] * d[:, 0]) / det
+    weights = torch.stack((1 - w1 - w2, w1, w2), 1)  # [T, 3]
+    points = (weights[:, :, None] * uv_mesh.positions.double()[faces]).sum(1)
+    return rows, cols, uv_mesh.frame.to_asset(points)
+
+
+@pytest.mark.parametrize("name", ["ring", "l_shape"])
+def test_texels_inside_faces_hold_the_field_colour_at_their_point(name: str) -> None:
+    _, uv_mesh, textured = baked(name)
+    rows, cols, points = texel_points(uv_mesh, TEXTURE_SIZE)
+    assert len(rows) > 0.2 * TEXTURE_SIZE**2
+    got = torch.from_numpy(textured.base_color).double()[rows, cols] / 255
+    error = (got - colour_of(points)).abs()
+    assert float(error.max()) <= COLOUR_TOLERANCE
+
+
+def test_a_texture_of_another_size_than_the_atlas_raster_is_rasterised_afresh() -> None:
+    """The atlas's raster is at 256; a bake at 128 cannot reuse it."""
+    asset, uv_mesh, _ = baked("l_shape")
+    config = settings(texture_size=128)
+    textured = bake(uv_mesh, asset, config)
+    assert textured.base_color.shape == (128, 128, 3)
+    rows, cols, points = texel_points(uv_mesh, 128)
+    got = torch.from_numpy(textured.base_color).double()[rows, cols] / 255
+    assert float((got - colour_of(points)).abs().max()) <= COLOUR_TOLERANCE
+
+
+def test_reusing_the_atlas_raster_changes_nothing() -> None:
+    asset, uv_mesh, textured = baked("ring")
+    fresh = bake(dataclasses.replace(uv_mesh, raster=None), asset, settings())
+    np.testing.assert_array_equal(fresh.base_color, textured.base_color)
+
+
+@pytest.mark.parametrize("name", ["ring", "l_shape"])
+def test_every_texel_is_filled(name: str) -> None:
+    _, _, textured = baked(name)
+    floor = int(np.floor(COLOUR_FLOOR * 255))
+    assert textured.base_color.min() >= floor  # no black background anywhere
+
+
+@pytest.mark.parametrize("name", ["ring", "l_shape"])
+def test_gutter_texels_copy_their_nearest_covered_texel(name: str) -> None:
+    _, uv_mesh, textured = baked(name)
+    covered = (uv_mesh.raster.face_ids >= 0).numpy()
+    assert 0 < covered.mean() < 1
+    distance, (near_rows, near_cols) = distance_transform_edt(~covered, return_indices=True)
+    image = textured.base_color.astype(np.int64)
+    expected = image[near_rows, near_cols]
+    mismatched = np.argwhere((image != expected).any(-1))
+    # Where several covered texels are equally near, any of them may be the one copied.
+    covered_at = np.argwhere(covered)
+    for r, c in mismatched:
+        d = np.hypot(*(covered_at - [r, c]).T)
+        ties = covered_at[np.abs(d - distance[r, c]) < 1e-9]
+        assert (image[ties[:, 0], ties[:, 1]] == image[r, c]).all(-1).any(), (r, c)
+    assert len(mismatched) < 0.01 * (~covered).sum()
+
+
+def test_output_is_what_the_glb_writer_takes() -> None:
+    _, uv_mesh, textured = baked("ring")
+    V, F = len(uv_mesh.positions), len(uv_mesh.faces)
+    assert textured.positions.shape == (V, 3) and textured.positions.dtype == np.float32
+    assert textured.normals.shape == (V, 3) and textured.normals.dtype == np.float32
+    assert textured.uvs.shape == (V, 2) and textured.uvs.dtype == np.float32
+    assert textured.faces.shape == (F, 3) and textured.faces.dtype == np.uint32
+    assert textured.base_color.shape == (TEXTURE_SIZE, TEXTURE_SIZE, 3)
+    assert textured.base_color.dtype == np.uint8 and textured.base_color.flags.c_contiguous
+    np.testing.assert_array_equal(textured.positions, uv_mesh.positions.numpy())
+    np.testing.assert_array_equal(textured.uvs, uv_mesh.uvs.numpy())
+    np.testing.assert_array_equal(textured.faces, uv_mesh.faces.numpy().astype(np.uint32))
+    np.testing.assert_allclose(np.linalg.norm(textured.normals, axis=1), 1.0, atol=1e-5)
+    glb = write_glb(textured, settings(texture_format="png"))
+    assert glb.to_bytes()[:4] == b"glTF" and glb.size == len(glb.to_bytes())
+
+
+def test_bake_is_deterministic() -> None:
+    asset, uv_mesh, textured = baked("l_shape")
+    again = bake(uv_mesh, asset, settings())
+    np.testing.assert_array_equal(again.base_color, textured.base_color)

@@ -1,0 +1,204 @@
+"""Pipeline (load, prepare, stage, generate, run, warm_up), warm_up_image and the command line
+`python -m pipeline`, on small PNGs built here and small settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.__main__ import main
+from pipeline.errors import UnsupportedMediaType
+from pipeline.run import Generation, Pipeline, StagedImage, resolve_device, warm_up_image
+from pipeline.settings import PipelineSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STAGES = {"prepare", "generate", "mesh", "atlas", "bake", "glb"}
+SMALL = {
+    "image_size": 96,
+    "resolution": 32,
+    "face_budget": 600,
+    "texture_size": 128,
+    "texture_format": "png",
+}
+# The command-line run starts a fresh interpreter (torch import included): generous on a busy
+# 2-core machine, far below a hang.
+CLI_TIMEOUT_S = 120
+
+
+def small_settings(**overrides) -> PipelineSettings:
+    return dataclasses.replace(PipelineSettings(device="cpu"), **{**SMALL, **overrides})
+
+
+def png_bytes(side: int = 80) -> bytes:
+    """An RGBA PNG: an off-centre ellipse, red on the left half and blue on the right."""
+    ys, xs = np.mgrid[0:side, 0:side] + 0.5
+    inside = ((xs - 0.45 * side) / (0.35 * side)) ** 2 + ((ys - 0.55 * side) / (0.25 * side)) ** 2
+    pixels = np.zeros((side, side, 4), np.uint8)
+    pixels[..., 0] = np.where(xs < side / 2, 230, 20)
+    pixels[..., 2] = np.where(xs < side / 2, 20, 230)
+    pixels[..., 1] = 60
+    pixels[..., 3] = np.where(inside < 1, 255, 0)
+    out = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(out, format="PNG")
+    return out.getvalue()
+
+
+def glb_document(data: bytes) -> tuple[dict, bytes]:
+    """(JSON chunk, BIN chunk) of a GLB, read from the header (independent of the writer)."""
+    magic, version, length = struct.unpack_from("<III", data, 0)
+    assert (magic, version, length) == (0x46546C67, 2, len(data))
+    json_length, json_type = struct.unpack_from("<II", data, 12)
+    assert json_type == 0x4E4F534A
+    document = json.loads(data[20 : 20 + json_length])
+    bin_start = 20 + json_length
+    bin_length, bin_type = struct.unpack_from("<II", data, bin_start)
+    assert bin_type == 0x004E4942
+    return document, data[bin_start + 8 : bin_start + 8 + bin_length]
+
+
+def texture_of(data: bytes) -> Image.Image:
+    document, binary = glb_document(data)
+    view = document["bufferViews"][document["images"][0]["bufferView"]]
+    start = view.get("byteOffset", 0)
+    return Image.open(io.BytesIO(binary[start : start + view["byteLength"]]))
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Pipeline:
+    loaded = Pipeline(small_settings())
+    loaded.load()
+    return loaded
+
+
+# --- Pipeline -----------------------------------------------------------------------------------
+
+
+def test_run_returns_a_glb_with_timings_for_every_stage(pipeline: Pipeline) -> None:
+    result = pipeline.run(png_bytes(), seed=7)
+    assert isinstance(result, Generation)
+    assert result.seed == 7 and result.matte_source == "alpha"
+    assert set(result.timings_ms) == STAGES
+    assert all(ms >= 0 for ms in result.timings_ms.values())
+    data = result.glb.to_bytes()
+    assert result.glb.size == len(data)
+    document, _ = glb_document(data)
+    assert document["accessors"][0]["count"] > 0
+    assert texture_of(data).size == (128, 128)
+    assert 0 < result.stats["faces"] <= SMALL["face_budget"] + 4
+    assert {"faces_in", "faces_out", "charts"} <= set(result.stats)
+
+
+def test_run_is_deterministic(pipeline: Pipeline) -> None:
+    first = pipeline.run(png_bytes(), seed=1).glb.to_bytes()
+    second = pipeline.run(png_bytes(), seed=1).glb.to_bytes()
+    assert first == second
+
+
+def test_stage_on_the_cpu_hands_the_same_tensors_over(pipeline: Pipeline) -> None:
+    prepared = pipeline.prepare(png_bytes())
+    assert prepared.rgb.shape == (96, 96, 3) and prepared.mask.shape == (96, 96)
+    staged = pipeline.stage(prepared)
+    assert isinstance(staged, StagedImage) and staged.ready is None
+    assert staged.prepared.rgb is prepared.rgb and staged.prepared.mask is prepared.mask
+    assert staged.prepared.matte_source == prepared.matte_source
+    result = pipeline.generate(staged, seed=0)
+    assert set(result.timings_ms) == STAGES - {"prepare"}
+
+
+def test_generate_before_load_is_refused() -> None:
+    unloaded = Pipeline(small_settings())
+    prepared = unloaded.prepare(png_bytes())
+    with pytest.raises(RuntimeError, match="load"):
+        unloaded.generate(unloaded.stage(prepared), seed=0)
+
+
+def test_prepare_refuses_what_is_not_an_image(pipeline: Pipeline) -> None:
+    with pytest.raises(UnsupportedMediaType):
+        pipeline.prepare(b"this is plain text, not an image at all\n" * 4)
+
+
+def test_warm_up_runs_the_built_in_ring(pipeline: Pipeline) -> None:
+    image = Image.open(io.BytesIO(warm_up_image()))
+    assert image.format == "PNG" and image.mode == "RGBA"
+    alpha = np.asarray(image)[..., 3]
+    side = alpha.shape[0]
+    assert alpha[side // 2, side // 2] == 0  # the hole
+    assert alpha[side // 2, side // 2 + side // 4] == 255  # the ring
+    result = pipeline.warm_up()
+    assert result.seed == 0 and set(result.timings_ms) == STAGES
+    assert result.glb.size > 0
+
+
+def test_describe_and_devices(pipeline: Pipeline) -> None:
+    assert pipeline.describe() == {"generator": "inflate", "device": "cpu"}
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(RuntimeError, match="CUDA"):
+            resolve_device("cuda")
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def test_the_cli_writes_a_glb(tmp_path: Path) -> None:
+    image = tmp_path / "prompt.jpg"  # PNG bytes under a JPEG name: the format is sniffed
+    image.write_bytes(png_bytes())
+    output = tmp_path / "out" / "model.glb"
+    overrides = [f"--set={name}={value}" for name, value in SMALL.items()]
+    command = [sys.executable, "-m", "pipeline", str(image), "-o", str(output), "--seed", "3"]
+    completed = subprocess.run(
+        [*command, "-q", *overrides],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT), "DEVICE": "cpu"},
+    )
+    assert completed.returncode == 0, completed.stderr
+    data = output.read_bytes()
+    document, _ = glb_document(data)
+    assert texture_of(data).size == (128, 128)
+    assert document["images"][0]["mimeType"] == "image/png"
+    assert "MB" in completed.stdout and str(output) in completed.stdout
+
+
+def test_the_cli_answers_a_non_image_with_exit_code_2(tmp_path: Path, capsys) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("not an image, only text pretending to be one\n" * 10)
+    output = tmp_path / "out.glb"
+    overrides = [f"--set={name}={value}" for name, value in SMALL.items()]
+    code = main([str(text), "-o", str(output), "-q", *overrides])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert str(text) in error and "unsupported media type" in error
+    assert not output.exists()
+
+
+def test_the_cli_answers_an_empty_file_with_exit_code_2(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    assert main([str(empty), "-o", str(tmp_path / "out.glb"), "-q"]) == 2
+    assert "bad request" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pair", ["bogus=1", "texture_size", "texture_size=big", "device=tpu"])
+def test_a_bad_setting_is_a_usage_error(pair: str, tmp_path: Path, capsys) -> None:
+    image = tmp_path / "prompt.png"
+    image.write_bytes(png_bytes())
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(image), "-o", str(tmp_path / "out.glb"), "--set", pair])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("usage:")
+    assert not (tmp_path / "out.glb").exists()

@@ -1,0 +1,95 @@
+"""pipeline/simplify.py: quadric simplification to a budget, in parallel slabs that weld back."""
+
+from __future__ import annotations
+
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from kernels.weld import weld
+from pipeline import simplify as simplify_module
+from pipeline.simplify import simplify
+
+# A simplified sphere of 2000+ faces stays this close to the unit sphere (radius units).
+RADIAL_TOLERANCE = 0.02
+# The budget is met within this many faces (the seams between slabs keep their density).
+BUDGET_SLACK = 0.1
+
+
+def sphere(subdivisions: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    mesh = trimesh.creation.icosphere(subdivisions=subdivisions)
+    return np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int64)
+
+
+def welded(positions: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    unique, remap = weld(torch.from_numpy(positions))
+    return unique.numpy(), remap.numpy()[faces]
+
+
+def edge_uses(faces: np.ndarray) -> np.ndarray:
+    edges = np.sort(np.concatenate((faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]])), 1)
+    return np.unique(edges, axis=0, return_counts=True)[1]
+
+
+@pytest.fixture
+def slabs(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Force the slab path on a 20k-face sphere: 4 slabs of 5k faces."""
+    monkeypatch.setattr(simplify_module, "FACES_PER_SLAB", 5000)
+    monkeypatch.setattr(simplify_module.os, "cpu_count", lambda: 4)
+    return 4
+
+
+def test_under_budget_is_returned_unchanged() -> None:
+    positions, faces = sphere(2)
+    out_positions, out_faces = simplify(positions, faces, 10_000)
+    assert out_positions is positions and out_faces is faces
+
+
+def test_one_piece_meets_the_budget_and_keeps_the_shape() -> None:
+    positions, faces = sphere(5)  # 20480 faces
+    out_positions, out_faces = simplify(positions, faces, 2000)
+    assert abs(len(out_faces) - 2000) <= BUDGET_SLACK * 2000
+    radius = np.linalg.norm(out_positions, axis=1)
+    assert np.abs(radius - 1).max() < RADIAL_TOLERANCE
+    assert (edge_uses(out_faces) == 2).all()  # still closed
+
+
+def test_slabs_weld_back_into_one_closed_surface(slabs: int) -> None:
+    positions, faces = sphere(5)
+    out_positions, out_faces = welded(*simplify(positions, faces, 4000))
+    assert abs(len(out_faces) - 4000) <= BUDGET_SLACK * 4000
+    uses = edge_uses(out_faces)
+    assert (uses == 2).all(), f"open or non-manifold edges after the weld: {np.bincount(uses)}"
+    assert np.abs(np.linalg.norm(out_positions, axis=1) - 1).max() < RADIAL_TOLERANCE
+    # One piece: Euler characteristic of a sphere.
+    edges = len(uses)
+    assert len(out_positions) - edges + len(out_faces) == 2
+
+
+def test_slabs_are_deterministic_and_match_the_serial_fallback(
+    slabs: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    positions, faces = sphere(5)
+    first = simplify(positions, faces, 4000)
+    second = simplify(positions, faces, 4000)
+
+    def broken() -> None:
+        raise BrokenProcessPool("no workers in this test")
+
+    monkeypatch.setattr(simplify_module, "_workers", broken)
+    fallback = simplify(positions, faces, 4000)
+    for a, b in ((first, second), (first, fallback)):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_inconsistent_winding_does_not_matter() -> None:
+    positions, faces = sphere(5)
+    flipped = faces.copy()
+    flipped[::3] = flipped[::3, ::-1]
+    _, out_plain = simplify(positions, faces, 2000)
+    _, out_flipped = simplify(positions, flipped, 2000)
+    assert abs(len(out_plain) - len(out_flipped)) <= BUDGET_SLACK * 2000

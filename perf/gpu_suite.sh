@@ -20,7 +20,7 @@ PROMPTS=${PROMPTS:-../shared/data/prompts}
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-  git log -1 --format='commit %h %cd' 2>/dev/null || echo "commit unknown"
+  echo "commit ${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 } | tee "$OUT/device.txt"
 
 # 1. The CUDA half of the tests (kernels, end to end on the CUDA path).

@@ -32,15 +32,17 @@ from pipeline.charts import (
 )
 from pipeline.packing import pack_rectangles
 from pipeline.settings import PipelineSettings
+from pipeline.topology import manifold_pairs
 from pipeline.types import Mesh, UVMesh
 
 __all__ = ["box_atlas", "unwrap"]
 
 log = logging.getLogger("pipeline.atlas")
 
-# Layouts tried: after each, faces found overlapping become charts of their own. One round
-# nearly always suffices; a triangle alone cannot overlap itself.
-MAX_LAYOUT_ROUNDS = 3
+# Layouts tried: after each, faces found overlapping (and their neighbours in the chart: the
+# overlap's margin, which the next layout's texel centres may hit) become charts of their
+# own; a triangle alone cannot overlap itself. One or two rounds on the shared prompts.
+MAX_LAYOUT_ROUNDS = 4
 
 
 def _chart_boxes(corners: np.ndarray, chart: np.ndarray, count: int) -> np.ndarray:
@@ -65,6 +67,16 @@ def _place(corners: np.ndarray, charts: Charts, size: int, gutter: int) -> np.nd
     return local + packing.origins[chart][:, None, :]
 
 
+def _with_chart_neighbours(faces: np.ndarray, charts: Charts, flagged: np.ndarray) -> np.ndarray:
+    """[F] bool: the flagged faces and their edge neighbours in the same chart."""
+    a, b, _ = manifold_pairs(faces)
+    same = charts.chart_of_face[a] == charts.chart_of_face[b]
+    grown = flagged.copy()
+    grown[a[same & flagged[b]]] = True
+    grown[b[same & flagged[a]]] = True
+    return grown
+
+
 def box_atlas(
     positions: np.ndarray, faces: np.ndarray, size: int, gutter: int, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray, UVRaster, dict[str, float]]:
@@ -82,6 +94,7 @@ def box_atlas(
         overlapping = raster.overlapping.cpu().numpy() & ~isolated
         if not overlapping.any():
             break
+        overlapping = _with_chart_neighbours(faces, charts, overlapping) & ~isolated
         isolated |= overlapping
         charts = isolate_faces(charts, overlapping)
     else:

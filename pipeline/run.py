@@ -2,7 +2,8 @@
 
 Three calls split one generation along the executor's lines:
   prepare(bytes)   CPU threads: decode, matte, crop            (many may run at once)
-  stage(prepared)  CPU thread + side CUDA stream: pinned upload (ordered by an event)
+  stage(prepared)  CPU thread + side CUDA stream: pinned upload and the generator's own
+                   preprocessing, ordered before the generation by an event
   generate(staged) the GPU worker, one at a time: generate, mesh, atlas, bake, glb
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +43,8 @@ def resolve_device(name: str) -> torch.device:
 @dataclass(frozen=True)
 class StagedImage:
     prepared: PreparedImage  # on the pipeline's device
-    ready: torch.cuda.Event | None  # recorded on the side stream once the upload is done
+    features: Any  # the generator's preprocess(prepared), on the device
+    ready: torch.cuda.Event | None  # recorded on the side stream once both are done
 
 
 @dataclass(frozen=True)
@@ -93,17 +96,20 @@ class Pipeline:
         return prepare_image(decode_image(data, self.settings), self.settings)
 
     def stage(self, prepared: PreparedImage) -> StagedImage:
-        """Upload to the device on the side stream so it overlaps the running generation."""
+        """Upload and preprocess on the side stream, overlapping the running generation."""
+        if self.generator is None:
+            raise RuntimeError("Pipeline.load() must run before stage()")
         if self._side_stream is None:
-            return StagedImage(prepared, None)
+            return StagedImage(prepared, self.generator.preprocess(prepared), None)
         pinned = PreparedImage(
             prepared.rgb.pin_memory(), prepared.mask.pin_memory(), prepared.matte_source
         )
         with torch.cuda.stream(self._side_stream):
             on_device = pinned.to(self.device, non_blocking=True)
+            features = self.generator.preprocess(on_device)
             ready = torch.cuda.Event()
             ready.record(self._side_stream)
-        return StagedImage(on_device, ready)
+        return StagedImage(on_device, features, ready)
 
     def generate(self, staged: StagedImage, seed: int) -> Generation:
         """The GPU part, run by one worker thread at a time."""
@@ -113,10 +119,11 @@ class Pipeline:
         if staged.ready is not None:
             stream = torch.cuda.current_stream(self.device)
             stream.wait_event(staged.ready)
-            prepared.rgb.record_stream(stream)
-            prepared.mask.record_stream(stream)
+            # Made on the side stream, used on this one: keep the allocator from reusing them.
+            for tensor in (prepared.rgb, prepared.mask, *_tensors(staged.features)):
+                tensor.record_stream(stream)
         clock = _Clock(self.device)
-        asset = self.generator.generate(prepared, seed)
+        asset = self.generator.generate(prepared, seed, staged.features)
         clock.lap("generate")
         mesh = process_mesh(asset, self.settings)
         clock.lap("mesh")
@@ -132,15 +139,28 @@ class Pipeline:
     def run(self, data: bytes, seed: int) -> Generation:
         """The whole path in the calling thread (CLI, warm-up, tests)."""
         start = time.perf_counter()
-        prepared = self.prepare(data)
+        staged = self.stage(self.prepare(data))
+        if staged.ready is not None:
+            staged.ready.synchronize()
         prepare_ms = (time.perf_counter() - start) * 1e3
-        result = self.generate(self.stage(prepared), seed)
-        result.timings_ms["prepare"] = prepare_ms
+        result = self.generate(staged, seed)
+        result.timings_ms["prepare"] = prepare_ms  # decode, matte, crop, upload, preprocess
         return result
 
     def warm_up(self) -> Generation:
         """One full generation on a built-in image, so the first request pays no start-up."""
         return self.run(warm_up_image(), seed=0)
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors in a generator's features (a tensor, or a tuple/list/dict of them)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _tensors(item)]
+    return []
 
 
 def warm_up_image() -> bytes:

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -16,9 +16,15 @@ __all__ = ["Generator", "make_generator"]
 
 
 class Generator(Protocol):
+    """`preprocess` is the generator's own input preparation (resampling, normalising): the
+    pipeline runs it for the next job on a side CUDA stream while the current job generates.
+    It must be thread-safe and must not touch state that `generate` changes."""
+
     name: str
 
-    def generate(self, image: PreparedImage, seed: int) -> RawAsset: ...
+    def preprocess(self, image: PreparedImage) -> Any: ...
+
+    def generate(self, image: PreparedImage, seed: int, features: Any = None) -> RawAsset: ...
 
 
 def make_generator(settings: PipelineSettings, device: torch.device) -> Generator:

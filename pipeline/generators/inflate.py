@@ -124,13 +124,24 @@ class InflateGenerator:
         self.depth = settings.inflate_depth
         self.device = device
 
-    def generate(self, image: PreparedImage, seed: int) -> RawAsset:
-        """Deterministic: the seed is accepted for the protocol and does not change the shape."""
+    def preprocess(self, image: PreparedImage) -> tuple[torch.Tensor, torch.Tensor]:
+        """The silhouette and colours on the R x R cells of the (x, z) plane."""
+        return _cell_grid(image.to(self.device), self.resolution)
+
+    def generate(
+        self,
+        image: PreparedImage,
+        seed: int,
+        features: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> RawAsset:
+        """Deterministic: the seed is accepted for the protocol and does not change the shape.
+
+        features: `preprocess(image)`, when the pipeline already ran it (on a side stream).
+        """
         start = time.perf_counter()
         R = self.resolution
-        image = image.to(self.device)
         # 1. The silhouette and colours on the R x R cells of the (x, z) plane.
-        cell_mask, colour = _cell_grid(image, R)
+        cell_mask, colour = features if features is not None else self.preprocess(image)
         # 2. Inflate: the signed half-thickness on the nodes.
         heights = inflate_heights(cell_mask, self.depth)
         # 3. Extract the closed shell and its surface voxels.

@@ -115,11 +115,26 @@ def test_stage_on_the_cpu_hands_the_same_tensors_over(pipeline: Pipeline) -> Non
     assert set(result.timings_ms) == STAGES - {"prepare"}
 
 
-def test_generate_before_load_is_refused() -> None:
+def test_staged_features_are_the_generators_preprocessing(pipeline: Pipeline) -> None:
+    """stage() runs the generator's preprocessing ahead (on the side stream on a GPU); the
+    asset made from those features is the one generate() would make on its own."""
+    prepared = pipeline.prepare(png_bytes())
+    staged = pipeline.stage(prepared)
+    assert pipeline.generator is not None
+    own = pipeline.generator.preprocess(prepared)
+    for staged_tensor, own_tensor in zip(staged.features, own, strict=True):
+        assert torch.equal(staged_tensor, own_tensor)
+    with_features = pipeline.generator.generate(prepared, 0, staged.features)
+    without = pipeline.generator.generate(prepared, 0)
+    assert torch.equal(with_features.vertices, without.vertices)
+    assert torch.equal(with_features.attrs, without.attrs)
+
+
+def test_stage_and_generate_before_load_are_refused() -> None:
     unloaded = Pipeline(small_settings())
     prepared = unloaded.prepare(png_bytes())
     with pytest.raises(RuntimeError, match="load"):
-        unloaded.generate(unloaded.stage(prepared), seed=0)
+        unloaded.stage(prepared)
 
 
 def test_prepare_refuses_what_is_not_an_image(pipeline: Pipeline) -> None:

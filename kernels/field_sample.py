@@ -6,10 +6,21 @@ weights renormalised over the voxels that are present; a query with none of the 
 takes the nearest present voxel (by Euclidean distance; ties to the first offset in a fixed
 order) among those within SEARCH_RADIUS voxels of its nearest voxel centre on every axis, and
 beyond that the nearest present voxel anywhere. So a point on the surface never reads 0 for
-lack of neighbours: the base miner's black texels come from exactly that.
+lack of neighbours: the base miner's black texels come from exactly that. A voxel listed twice
+reads its lowest input row.
 
-Lookups use the voxels' linear keys sorted once per call (`torch.searchsorted`): deterministic
-on every device. `field_sample_reference` (numpy, a dict of voxels) is beside it.
+Paths, with the same output bit for bit:
+- `_field_sample_triton` (CUDA; CPU tensors under TRITON_INTERPRET=1): the voxels go into a GPU
+  hash table once per call (`kernels/hash_table.py`); one kernel blends each query's 8
+  neighbours, looked up in parallel as a [queries, 8] tile; a second runs the cube search for
+  the few queries left without a present neighbour, all (2r + 1)^3 offsets of a query at once;
+  the rare rest take the torch brute force. O(N + M) instead of sorting and binary searches.
+- `_field_sample_torch` (the CPU path): the voxels' linear keys sorted once per call and
+  `torch.searchsorted`, or a dense grid of rows for small R. Deterministic on every device.
+- `field_sample_reference` (numpy, a dict of voxels), beside them.
+Both torch and Triton evaluate the same float32 formulas in the same order: products and sums
+written out left to right, no fused multiply-adds (the kernels are compiled with
+enable_fp_fusion=False), IEEE division.
 """
 
 from __future__ import annotations
@@ -18,6 +29,14 @@ import itertools
 
 import numpy as np
 import torch
+
+from kernels.hash_table import KEY_INT, launch_block, new_table
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: field_sample runs `_field_sample_torch`
+    triton = None
 
 __all__ = ["SEARCH_RADIUS", "field_sample", "field_sample_reference"]
 
@@ -32,9 +51,32 @@ BRUTE_FORCE_CHUNK = 1024
 # instead of binary-searching the sorted keys: 256^3 costs 64 MB and makes the CPU path
 # several times faster; TRELLIS.2's 1024^3 fields always take the sorted keys.
 DENSE_LOOKUP_CELLS = 256**3
+# A query counts as covered when its present neighbours' weights sum above this (float32):
+# a corner weight is exactly 0 on a voxel face, so "some neighbour present" is not enough.
+MIN_WEIGHT = 1e-12
+# Hash slots per voxel (rounded up to a power of two): every query makes 8 lookups, many of
+# them misses, so the table is kept at most a quarter full (1M voxels: 4M slots, 16 MiB).
+SLOTS_PER_VOXEL = 4
+# Lanes per program: voxels inserted, queries blended ([BLEND_BLOCK, 8] lookups) and queries
+# searched ([SEARCH_BLOCK, 512] lookups, (2 * 3 + 1)^3 = 343 offsets padded to 512).
+BUILD_BLOCK = 256
+BLEND_BLOCK = 128
+SEARCH_BLOCK = 4
+# Channels per tile; wider attributes loop over blocks of this many.
+MAX_CHANNEL_BLOCK = 16
+# The Triton path keeps cells in int32 and rounds with the 1.5 * 2^23 trick (exact below 2^22);
+# finer grids, and fields of more voxels than int32 rows allow, take the torch path.
+TRITON_MAX_RESOLUTION = 2**20
+TRITON_MAX_VOXELS = 2**28
 
 
 Array = torch.Tensor | np.ndarray
+
+
+def _all_finite(values: Array) -> bool:
+    if isinstance(values, torch.Tensor):
+        return bool(torch.isfinite(values).all())
+    return bool(np.isfinite(values).all())
 
 
 def _check(coords: Array, attrs: Array, resolution: int, points: Array) -> None:
@@ -50,13 +92,23 @@ def _check(coords: Array, attrs: Array, resolution: int, points: Array) -> None:
         raise ValueError(
             f"coords must lie in [0, {resolution}), got [{coords.min()}, {coords.max()}]"
         )
+    # Non-finite values would take device-dependent integer conversions in every path.
+    if not (_all_finite(attrs) and _all_finite(points)):
+        raise ValueError("attrs and points must be finite")
 
 
 def field_sample(
     coords: torch.Tensor, attrs: torch.Tensor, resolution: int, points: torch.Tensor
 ) -> torch.Tensor:
-    """coords [N, 3] int, attrs [N, C] float, points [M, 3] float -> [M, C] float32."""
+    """coords [N, 3] int, attrs [N, C] float, points [M, 3] float -> [M, C] float32.
+
+    CUDA tensors take the Triton kernels, everything else the torch path.
+    """
     _check(coords, attrs, resolution, points)
+    if not coords.device == attrs.device == points.device:
+        raise ValueError("coords, attrs and points must be on one device")
+    if points.is_cuda and triton is not None:
+        return _field_sample_triton(coords, attrs, resolution, points)
     return _field_sample_torch(coords.long(), attrs.float(), resolution, points.float())
 
 
@@ -69,6 +121,7 @@ def _cube_offsets(radius: int) -> torch.Tensor:
 def _field_sample_torch(
     coords: torch.Tensor, attrs: torch.Tensor, R: int, points: torch.Tensor
 ) -> torch.Tensor:
+    """coords [N, 3] int64, attrs [N, C] float32, points [M, 3] float32 -> [M, C] float32."""
     device = points.device
     M = points.shape[0]
     keys = (coords[:, 0] * R + coords[:, 1]) * R + coords[:, 2]
@@ -100,20 +153,19 @@ def _field_sample_torch(
     q = (points + 0.5) * R - 0.5  # continuous voxel index: centres at integers
     base = torch.floor(q).long()
     frac = q - base
+    factors = (1 - frac, frac)  # per axis, the weight of the lower and of the upper neighbour
     total = torch.zeros(M, attrs.shape[1], dtype=torch.float32, device=device)
     weight = torch.zeros(M, dtype=torch.float32, device=device)
     for corner in itertools.product((0, 1), repeat=3):
-        offset = torch.tensor(corner, device=device)
-        w = torch.prod(torch.where(offset.bool(), frac, 1 - frac), dim=1)
-        row = find(base + offset)
+        # Written out left to right (not torch.prod) so every device multiplies in one order.
+        w = factors[corner[0]][:, 0] * factors[corner[1]][:, 1] * factors[corner[2]][:, 2]
+        row = find(base + torch.tensor(corner, device=device))
         present = row >= 0
         w = torch.where(present, w, torch.zeros_like(w))
         total += w[:, None] * attrs[row.clamp(min=0)]
         weight += w
-    result = total / weight.clamp(min=1e-12)[:, None]
-    # A corner weight can be exactly 0 on a voxel face: count a point as covered only if some
-    # present voxel carries weight.
-    missing = torch.nonzero(weight <= 1e-12).flatten()
+    result = total / weight.clamp(min=MIN_WEIGHT)[:, None]
+    missing = torch.nonzero(weight <= MIN_WEIGHT).flatten()
     if len(missing) == 0:
         return result
     # 2. The nearest present voxel within SEARCH_RADIUS voxels of the nearest voxel centre.
@@ -123,21 +175,213 @@ def _field_sample_torch(
         chunk = missing[start : start + SEARCH_CHUNK]
         cells = torch.round(q[chunk]).long()[:, None, :] + offsets[None]  # [m, K, 3]
         rows = find(cells)
-        dist = ((cells.float() - q[chunk][:, None, :]) ** 2).sum(-1)
+        d = cells.float() - q[chunk][:, None, :]
+        dist = (d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]) + d[..., 2] * d[..., 2]
         dist = torch.where(rows >= 0, dist, torch.full_like(dist, float("inf")))
         best = torch.argmin(dist, dim=1)  # the first minimum: ties go to the earlier offset
         found = torch.isfinite(dist.gather(1, best[:, None])[:, 0])
         result[chunk[found]] = attrs[rows.gather(1, best[:, None])[:, 0][found]]
         found_any[start : start + len(chunk)] = found
-    missing = missing[~found_any]
-    # 3. Far from everything: the nearest voxel centre, by brute force in chunks, in input
-    #    order so that a tie goes to the lowest input row.
+    # 3. Far from everything: the nearest voxel anywhere.
+    _nearest_anywhere(coords, input_attrs, R, points, missing[~found_any], result)
+    return result
+
+
+def _nearest_anywhere(
+    coords: torch.Tensor,  # [N, 3] int64
+    attrs: torch.Tensor,  # [N, C] float32, in input order
+    R: int,
+    points: torch.Tensor,  # [M, 3] float32
+    missing: torch.Tensor,  # [K] int64, ascending: the queries to answer
+    result: torch.Tensor,  # [M, C] float32, written at `missing`
+) -> None:
+    """The nearest voxel centre by brute force, in chunks, in input order so that a tie goes to
+    the lowest input row. Shared by both paths (same chunks, so the same distances)."""
     centres = (coords.float() + 0.5) / R - 0.5
     for start in range(0, len(missing), BRUTE_FORCE_CHUNK):
         chunk = missing[start : start + BRUTE_FORCE_CHUNK]
         d = torch.cdist(points[chunk], centres)
-        result[chunk] = input_attrs[torch.argmin(d, dim=1)]
+        result[chunk] = attrs[torch.argmin(d, dim=1)]
+
+
+def _field_sample_triton(
+    coords: torch.Tensor, attrs: torch.Tensor, R: int, points: torch.Tensor
+) -> torch.Tensor:
+    """coords [N, 3] int, attrs [N, C] float, points [M, 3] float, all on CUDA (or on the CPU
+    under TRITON_INTERPRET=1) -> [M, C] float32, equal to `_field_sample_torch`'s.
+
+    Resolutions above TRITON_MAX_RESOLUTION and more than TRITON_MAX_VOXELS voxels go to the
+    torch path.
+    """
+    N, C, M = coords.shape[0], attrs.shape[1], points.shape[0]
+    if R > TRITON_MAX_RESOLUTION or N > TRITON_MAX_VOXELS:
+        return _field_sample_torch(coords.long(), attrs.float(), R, points.float())
+    device = points.device
+    points = points.float().contiguous()
+    attrs = attrs.float().contiguous()
+    result = torch.empty(M, C, dtype=torch.float32, device=device)
+    if M == 0 or C == 0:
+        return result
+    voxel_coords = coords.to(torch.int32).contiguous()  # [N, 3]: the table's keys
+    block_c = min(triton.next_power_of_2(C), MAX_CHANNEL_BLOCK)
+    # 1. The table: each voxel's slot ends holding its lowest input row.
+    table = new_table(N, SLOTS_PER_VOXEL, device)  # [S] int32
+    slot_mask = table.numel() - 1
+    build_block = launch_block(BUILD_BLOCK, device)
+    _build_kernel[(triton.cdiv(N, build_block),)](
+        voxel_coords, table, slot_mask, N, BLOCK=build_block
+    )
+    # 2. Trilinear blend over the present neighbours; queries without any are marked.
+    missing_mask = torch.empty(M, dtype=torch.int8, device=device)
+    blend_block = launch_block(BLEND_BLOCK, device)
+    _blend_kernel[(triton.cdiv(M, blend_block),)](
+        points, voxel_coords, attrs, table, slot_mask, result, missing_mask, M, R,
+        C=C, BLOCK_M=blend_block, BLOCK_C=block_c, enable_fp_fusion=False,
+    )  # fmt: skip
+    missing = torch.nonzero(missing_mask).flatten()  # [K] int64, ascending
+    if len(missing) == 0:
+        return result
+    # 3. The nearest present voxel in the cube of offsets around each of them.
+    found = torch.empty(len(missing), dtype=torch.int8, device=device)
+    span = 2 * SEARCH_RADIUS + 1
+    search_block = launch_block(SEARCH_BLOCK, device)
+    _search_kernel[(triton.cdiv(len(missing), search_block),)](
+        points, voxel_coords, attrs, table, slot_mask, missing, result, found, len(missing),
+        R, C=C, RADIUS=SEARCH_RADIUS, BLOCK_Q=search_block,
+        BLOCK_K=triton.next_power_of_2(span**3), BLOCK_C=block_c, enable_fp_fusion=False,
+    )  # fmt: skip
+    # 4. The rare rest: the same brute force as the torch path, on the same queries.
+    _nearest_anywhere(coords.long(), attrs, R, points, missing[found == 0], result)
     return result
+
+
+if triton is not None:
+    from kernels.hash_table import insert, load_key, lookup
+
+    _KEY_INT = tl.constexpr(KEY_INT)
+    _MIN_WEIGHT = tl.constexpr(MIN_WEIGHT)
+    # Cells are clamped to [-_MARGIN, R + _MARGIN] before conversion to int32: far enough out
+    # that a clamped cell plus any offset (at most SEARCH_RADIUS) is still outside the grid.
+    _MARGIN = tl.constexpr(64.0)
+
+    @triton.jit
+    def _build_kernel(voxel_coords, table, slot_mask, N, BLOCK: tl.constexpr):
+        """voxel_coords [N, 3] int32 -> table [slot_mask + 1] int32 (lowest row per voxel)."""
+        row = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        live = row < N
+        k0, k1, k2 = load_key(voxel_coords, row, live, _KEY_INT, 0.0)
+        insert(table, slot_mask, voxel_coords, row, k0, k1, k2, live, _KEY_INT, 0.0)
+
+    @triton.jit
+    def _continuous_index(points, m, live, R):
+        """Queries m of points [M, 3] float32 -> their voxel-index coordinates, as torch's
+        (points + 0.5) * R - 0.5, one rounding per operation."""
+        p = points + m * 3
+        x = tl.load(p, mask=live, other=0.0)
+        y = tl.load(p + 1, mask=live, other=0.0)
+        z = tl.load(p + 2, mask=live, other=0.0)
+        return (x + 0.5) * R - 0.5, (y + 0.5) * R - 0.5, (z + 0.5) * R - 0.5
+
+    @triton.jit
+    def _to_cell(value, R):
+        """An integral float32 -> int32 cell, clamped to [-_MARGIN, R + _MARGIN]."""
+        return tl.minimum(tl.maximum(value, -_MARGIN), R + _MARGIN).to(tl.int32)
+
+    @triton.jit
+    def _blend_kernel(
+        points, voxel_coords, attrs, table, slot_mask, result, missing, M, R, C: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+    ):  # fmt: skip
+        """points [M, 3] f32, voxel_coords [N, 3] i32, attrs [N, C] f32, table -> result [M, C]
+        f32 (the blend; garbage where missing), missing [M] int8 (no present weight)."""
+        m = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+        live = m < M
+        qx, qy, qz = _continuous_index(points, m, live, R)
+        fx, fy, fz = tl.floor(qx), tl.floor(qy), tl.floor(qz)
+        tx, ty, tz = qx - fx, qy - fy, qz - fz  # weight of the upper neighbour per axis
+        ux, uy, uz = 1 - tx, 1 - ty, 1 - tz  # and of the lower one
+        # The 8 neighbours of every query, corner k = bits (x y z) as in itertools.product.
+        corner = tl.arange(0, 8)[None, :]
+        upper_x, upper_y, upper_z = (corner >> 2) & 1, (corner >> 1) & 1, corner & 1
+        cx = _to_cell(fx, R)[:, None] + upper_x
+        cy = _to_cell(fy, R)[:, None] + upper_y
+        cz = _to_cell(fz, R)[:, None] + upper_z
+        inside = (cx >= 0) & (cx < R) & (cy >= 0) & (cy < R) & (cz >= 0) & (cz < R)
+        rows = lookup(
+            table, slot_mask, voxel_coords, cx, cy, cz, live[:, None] & inside, _KEY_INT, 0.0
+        )  # [BLOCK_M, 8] int32, -1 where absent
+        # [BLOCK_M, 8] weights, multiplied x * y, then * z, as the torch path does; 0 if absent.
+        wx = tl.where(upper_x == 1, tx[:, None], ux[:, None])
+        wy = tl.where(upper_y == 1, ty[:, None], uy[:, None])
+        wz = tl.where(upper_z == 1, tz[:, None], uz[:, None])
+        weights = tl.where(rows >= 0, wx * wy * wz, 0.0)
+        # Sums run over the corners in order (no tree reduction): column k is pulled out by a
+        # reduction whose other terms are exact zeros (weights are >= +0.0; rows >= -1).
+        weight = tl.zeros([BLOCK_M], tl.float32)
+        for k in tl.static_range(8):
+            weight = weight + tl.sum(tl.where(corner == k, weights, 0.0), axis=1)
+        denominator = tl.broadcast_to(tl.maximum(weight, _MIN_WEIGHT)[:, None], [BLOCK_M, BLOCK_C])
+        for c0 in tl.static_range(0, C, BLOCK_C):
+            channel = c0 + tl.arange(0, BLOCK_C)
+            in_c = channel < C
+            total = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
+            for k in tl.static_range(8):
+                row = tl.max(tl.where(corner == k, rows, -1), axis=1)
+                w = tl.sum(tl.where(corner == k, weights, 0.0), axis=1)
+                value = tl.load(
+                    attrs + row.to(tl.int64)[:, None] * C + channel[None, :],
+                    mask=(row >= 0)[:, None] & in_c[None, :],
+                    other=0.0,
+                )
+                total = total + w[:, None] * value
+            out = result + m[:, None] * C + channel[None, :]
+            blended = tl.math.div_rn(total, denominator)
+            tl.store(out, blended, mask=live[:, None] & in_c[None, :])
+        tl.store(missing + m, (weight <= _MIN_WEIGHT).to(tl.int8), mask=live)
+
+    @triton.jit
+    def _round_half_even(q):
+        """torch.round of float32: adding and subtracting 1.5 * 2^23 leaves the nearest integer
+        (ties to even) for |q| < 2^22; larger values are outside every grid anyway."""
+        rounded = (q + 12582912.0) - 12582912.0
+        return tl.where(tl.abs(q) < 4194304.0, rounded, q)
+
+    @triton.jit
+    def _search_kernel(
+        points, voxel_coords, attrs, table, slot_mask, missing, result, found, K, R,
+        C: tl.constexpr, RADIUS: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):  # fmt: skip
+        """missing [K] int64 query indices -> result rows of those with a present voxel in the
+        cube of offsets [-RADIUS, RADIUS]^3 around round(q), found [K] int8."""
+        j = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+        live = j < K
+        m = tl.load(missing + j, mask=live, other=0)
+        qx, qy, qz = _continuous_index(points, m, live, R)
+        # Offset k in itertools.product order over (-RADIUS..RADIUS)^3: x slowest.
+        span = 2 * RADIUS + 1
+        k = tl.arange(0, BLOCK_K)
+        cx = _to_cell(_round_half_even(qx), R)[:, None] + (k // (span * span) - RADIUS)[None, :]
+        cy = _to_cell(_round_half_even(qy), R)[:, None] + ((k // span) % span - RADIUS)[None, :]
+        cz = _to_cell(_round_half_even(qz), R)[:, None] + (k % span - RADIUS)[None, :]
+        inside = (cx >= 0) & (cx < R) & (cy >= 0) & (cy < R) & (cz >= 0) & (cz < R)
+        candidate = live[:, None] & (k < span * span * span)[None, :] & inside
+        rows = lookup(table, slot_mask, voxel_coords, cx, cy, cz, candidate, _KEY_INT, 0.0)
+        dx = cx.to(tl.float32) - qx[:, None]
+        dy = cy.to(tl.float32) - qy[:, None]
+        dz = cz.to(tl.float32) - qz[:, None]
+        dist = tl.where(rows >= 0, dx * dx + dy * dy + dz * dz, float("inf"))
+        best = tl.min(dist, axis=1)
+        # The first offset at the minimum distance, as torch.argmin picks it.
+        first = tl.min(tl.where(dist == best[:, None], k[None, :], BLOCK_K), axis=1)
+        row = tl.max(tl.where(k[None, :] == first[:, None], rows, -1), axis=1)
+        hit = live & (best < float("inf"))
+        for c0 in tl.static_range(0, C, BLOCK_C):
+            channel = c0 + tl.arange(0, BLOCK_C)
+            mask = hit[:, None] & (channel < C)[None, :]
+            value = tl.load(attrs + row.to(tl.int64)[:, None] * C + channel[None, :], mask=mask)
+            tl.store(result + m[:, None] * C + channel[None, :], value, mask=mask)
+        tl.store(found + j, hit.to(tl.int8), mask=live)
 
 
 def field_sample_reference(

@@ -15,28 +15,58 @@ top of a glTF image.
 Tie-break, deterministic: a texel whose centre is inside a triangle goes to the lowest such
 face id; otherwise to the lowest face id that touches it.
 
-Paths: `_uv_raster_torch` (any device: each face's texel runs per row, from clipping it to
-the row, then the edge tests on those texels alone) and `uv_raster_reference` (numpy, one
-face at a time over its whole box) beside it.
+Paths, all with the same float32 edge functions in the same order:
+- `_uv_raster_triton` (CUDA tensors; also CPU ones under TRITON_INTERPRET=1): each face's
+  candidate box is cut into units of TILE_TEXELS texels, and persistent programs take
+  UNITS_PER_STEP units at a time, each finding its face by binary search in the running sum
+  of units per face, so work is balanced whatever the faces' sizes and nothing is chunked.
+  Pass 1 takes each texel's winner as an integer `atomic_min` of its rank (centre-inside
+  first, then the lowest face id) and counts the faces whose open interior holds its centre;
+  pass 2 repeats the tests and the winner alone writes the barycentrics, and faces on a texel
+  claimed twice are flagged. Integer atomics only, so the output is the same bits every run.
+- `_uv_raster_torch` (any device, and the public path off CUDA): each face's texel runs per
+  row, from clipping it to the row, then the edge tests on those texels alone.
+- `uv_raster_reference` (numpy, one face at a time over its whole box).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the torch path serves every device
+    triton = None
+
 __all__ = ["UVRaster", "uv_raster", "uv_raster_reference"]
 
 # Candidate (face, texel) pairs evaluated at once by the torch path: bounds its memory
 # (about 100 bytes a pair) without costing throughput.
 CANDIDATES_PER_CHUNK = 8_000_000
-# Texels by which the proposed runs are widened, well above float32 rounding at 4096 texels:
-# the runs only propose candidates, the edge tests decide, so slack costs a little, never a
-# missed texel.
+# Texels by which the proposed runs (torch) and candidate boxes (Triton) are widened, well
+# above float32 rounding at 4096 texels: they only propose candidates, the edge tests decide,
+# so slack costs a little, never a missed texel.
 SPAN_SLACK = 0.01
+# Triton path. Texels of one face's box per work unit: 16 holds most of a small face's box
+# (about 4 x 4 conservative at 1M faces into 2048²) in one unit with few idle lanes.
+TILE_TEXELS = 16
+# Units per program step: 64 x 16 = 1024 texel lanes, 8 per thread of 4 warps.
+UNITS_PER_STEP = 64
+# Persistent programs per SM: enough resident warps to hide the gathers of the face search.
+PROGRAMS_PER_SM = 8
+FACE_BLOCK = 256  # faces per program of the per-face setup
+TEXEL_BLOCK = 2048  # texels per program of the final write of face ids
+# Under the interpreter (CPU tensors) every program and step costs milliseconds of Python
+# whatever its size: fewer, larger ones, and a few programs so the stride is still tested.
+INTERPRETER_PROGRAMS = 3
+INTERPRETER_UNITS_PER_STEP = 256
+INTERPRETER_TEXEL_BLOCK = 1 << 16
 
 
 Array = torch.Tensor | np.ndarray
@@ -63,8 +93,19 @@ class UVRaster:
 def uv_raster(
     uvs: torch.Tensor, faces: torch.Tensor, width: int, height: int, conservative: bool = True
 ) -> UVRaster:
-    """uvs: [V, 2] float in [0, 1], faces: [F, 3] int -> the texel grid's faces and weights."""
+    """uvs: [V, 2] float in [0, 1], faces: [F, 3] int -> the texel grid's faces and weights.
+
+    CUDA tensors go to the Triton kernels, anything else to the torch path: same results.
+    """
     _check(uvs, faces, width, height)
+    if uvs.device != faces.device:
+        raise ValueError(f"uvs and faces must be on one device, got {uvs.device}, {faces.device}")
+    if triton is not None and uvs.is_cuda and _fits_triton(len(faces), width, height):
+        if faces.dtype not in (torch.int32, torch.int64):
+            faces = faces.long()
+        return _uv_raster_triton(
+            uvs.float().contiguous(), faces.contiguous(), width, height, conservative
+        )
     return _uv_raster_torch(uvs.float(), faces.long(), width, height, conservative)
 
 
@@ -91,7 +132,7 @@ def _cover(
     else:
         touched = inside
     raw = torch.stack([e[0] for e in edges], dim=1).clamp(min=0)
-    total = raw.sum(1, keepdim=True)
+    total = (raw[:, :1] + raw[:, 1:2]) + raw[:, 2:]  # this order on every device, as in Triton
     bary = torch.where(total > 0, raw / total.clamp(min=1e-30), torch.full_like(raw, 1 / 3))
     return touched, inside, bary
 
@@ -205,6 +246,272 @@ def _uv_raster_torch(
         shared = strictly & (claims[texel] > 1)
         overlapping[rank[shared] % F] = True
     return UVRaster(face_map.view(H, W), bary_map.view(H, W, 3), overlapping)
+
+
+def _fits_triton(F: int, W: int, H: int) -> bool:
+    """int32 ranks (up to 2F) and texel indices (up to W * H) in the Triton path."""
+    return 2 * F < 2**31 and W * H < 2**31
+
+
+if triton is not None:
+
+    @triton.jit
+    def _faces_kernel(
+        uvs_ptr,  # [V, 2] float32
+        faces_ptr,  # [F, 3] int32 or int64
+        corners_ptr,  # out [F, 6] float32: corners a, b, c in texel units, (x, y) each
+        boxes_ptr,  # out [F, 4] int32: first candidate column, first row, columns, rows
+        tiles_ptr,  # out [F] int64: units of TILE texels covering the candidate box
+        overlapping_ptr,  # out [F] uint8: cleared here, set by the write pass
+        F,
+        W,
+        H,
+        CONSERVATIVE: tl.constexpr,
+        SLACK: tl.constexpr,
+        TILE: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        face = (tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)).to(tl.int64)  # [BLOCK]
+        live = face < F
+        lo_x = tl.full([BLOCK], float("inf"), tl.float32)
+        lo_y, hi_x, hi_y = lo_x, -lo_x, -lo_x
+        for k in tl.static_range(3):
+            vertex = tl.load(faces_ptr + face * 3 + k, mask=live, other=0).to(tl.int64)
+            x = tl.load(uvs_ptr + vertex * 2, mask=live, other=0.0) * W
+            y = tl.load(uvs_ptr + vertex * 2 + 1, mask=live, other=0.0) * H
+            tl.store(corners_ptr + face * 6 + 2 * k, x, mask=live)
+            tl.store(corners_ptr + face * 6 + 2 * k + 1, y, mask=live)
+            # A NaN corner makes the box NaN, as torch's amin does.
+            lo_x = tl.minimum(lo_x, x, propagate_nan=tl.PropagateNan.ALL)
+            hi_x = tl.maximum(hi_x, x, propagate_nan=tl.PropagateNan.ALL)
+            lo_y = tl.minimum(lo_y, y, propagate_nan=tl.PropagateNan.ALL)
+            hi_y = tl.maximum(hi_y, y, propagate_nan=tl.PropagateNan.ALL)
+        # Candidates, a superset the per-texel tests narrow: conservative, texels whose square
+        # meets the box; centre mode, texels whose centre lies in it; both widened by SLACK.
+        if CONSERVATIVE:
+            x0, x1 = tl.ceil(lo_x - 1.0 - SLACK), tl.floor(hi_x + SLACK)
+            y0, y1 = tl.ceil(lo_y - 1.0 - SLACK), tl.floor(hi_y + SLACK)
+        else:
+            x0, x1 = tl.ceil(lo_x - 0.5 - SLACK), tl.floor(hi_x - 0.5 + SLACK)
+            y0, y1 = tl.ceil(lo_y - 0.5 - SLACK), tl.floor(hi_y - 0.5 + SLACK)
+        # Comparisons with NaN are false: a face with a NaN corner has no candidates.
+        some = live & (x0 <= x1) & (y0 <= y1) & (x1 >= 0) & (y1 >= 0)
+        some &= (x0 <= W - 1) & (y0 <= H - 1)
+        x0, y0 = tl.maximum(x0, 0.0), tl.maximum(y0, 0.0)
+        x1, y1 = tl.minimum(x1, W - 1.0), tl.minimum(y1, H - 1.0)
+        columns = tl.where(some, x1 - x0 + 1.0, 0.0).to(tl.int32)
+        rows = tl.where(some, y1 - y0 + 1.0, 0.0).to(tl.int32)
+        tl.store(boxes_ptr + face * 4, tl.where(some, x0, 0.0).to(tl.int32), mask=live)
+        tl.store(boxes_ptr + face * 4 + 1, tl.where(some, y0, 0.0).to(tl.int32), mask=live)
+        tl.store(boxes_ptr + face * 4 + 2, columns, mask=live)
+        tl.store(boxes_ptr + face * 4 + 3, rows, mask=live)
+        tiles = (columns * rows + TILE - 1) // TILE
+        tl.store(tiles_ptr + face, tiles.to(tl.int64), mask=live)
+        tl.store(overlapping_ptr + face, tl.zeros([BLOCK], tl.uint8), mask=live)
+
+    @triton.jit
+    def _edge(px, py, qx, qy, sign, tx, ty):
+        """Edge p -> q against texel centres (tx, ty): (value, slack) as in `_cover`."""
+        ex, ey = qx - px, qy - py
+        value = sign * (ex * (ty - py) - ey * (tx - px))
+        slack = 0.5 * (tl.abs(ex) + tl.abs(ey))
+        return value, slack
+
+    @triton.jit
+    def _weight(value, total):
+        """One barycentric as in `_cover`: clamp(min=0) / clamp(total, min=1e-30), else 1/3."""
+        raw = tl.where(value < 0, 0.0, value)  # keeps -0.0, as torch's clamp does
+        quotient = tl.div_rn(raw, tl.where(total < 1e-30, 1e-30, total))  # IEEE, like torch
+        return tl.where(total > 0, quotient, 1.0 / 3.0)
+
+    @triton.jit
+    def _cover_kernel(
+        corners_ptr,  # [F, 6] float32 from _faces_kernel
+        boxes_ptr,  # [F, 4] int32 from _faces_kernel
+        tile_end_ptr,  # [F] int64: running sum of units per face (inclusive)
+        best_ptr,  # [H * W] int32: lowest rank per texel, 2F where none
+        claims_ptr,  # [H * W] int32: faces whose open interior holds the texel centre
+        bary_ptr,  # out [H * W, 3] float32 (write pass)
+        overlapping_ptr,  # out [F] uint8 (write pass)
+        F,
+        W,
+        search_steps,  # F.bit_length(): halvings of [0, F] down to one face
+        CONSERVATIVE: tl.constexpr,
+        WRITE: tl.constexpr,  # False: pass 1 (ranks, claims); True: pass 2 (outputs)
+        TILE: tl.constexpr,
+        UNITS: tl.constexpr,
+    ):
+        total = tl.load(tile_end_ptr + F - 1)  # units in all: int64 scalar
+        lane = tl.arange(0, TILE)[None, :]  # [1, TILE]
+        base = tl.program_id(0).to(tl.int64) * UNITS
+        stride = tl.num_programs(0).to(tl.int64) * UNITS
+        # `while`, not `range`: the interpreter cannot take tensor bounds in a range.
+        while base < total:
+            unit = base + tl.arange(0, UNITS)  # [UNITS] int64
+            live = unit < total
+            # Owner: the first face whose running sum exceeds the unit (empty faces add 0).
+            lo = tl.zeros([UNITS], tl.int32)
+            hi = lo + F
+            step = tl.full([], 0, tl.int32)
+            while step < search_steps:
+                open_ = lo < hi
+                mid = (lo + hi) // 2
+                end = tl.load(tile_end_ptr + mid, mask=open_ & live, other=0)
+                right = open_ & (end <= unit)
+                lo = tl.where(right, mid + 1, lo)
+                hi = tl.where(open_ & ~right, mid, hi)
+                step += 1
+            face = lo.to(tl.int64)
+            first = tl.load(tile_end_ptr + face - 1, mask=live & (face > 0), other=0)
+            # Per-face constants as [UNITS, 1] columns.
+            c = corners_ptr + face * 6
+            ax = tl.load(c, mask=live, other=0.0)[:, None]
+            ay = tl.load(c + 1, mask=live, other=0.0)[:, None]
+            bx = tl.load(c + 2, mask=live, other=0.0)[:, None]
+            by = tl.load(c + 3, mask=live, other=0.0)[:, None]
+            cx = tl.load(c + 4, mask=live, other=0.0)[:, None]
+            cy = tl.load(c + 5, mask=live, other=0.0)[:, None]
+            box = boxes_ptr + face * 4
+            x0 = tl.load(box, mask=live, other=0)[:, None]
+            y0 = tl.load(box + 1, mask=live, other=0)[:, None]
+            columns = tl.load(box + 2, mask=live, other=1)[:, None]
+            rows = tl.load(box + 3, mask=live, other=0)[:, None]
+            # Texels of this unit: row-major positions in the face's candidate box.
+            k = (unit - first).to(tl.int32)[:, None] * TILE + lane  # [UNITS, TILE]
+            valid = live[:, None] & (k < columns * rows)
+            dy = k // tl.maximum(columns, 1)
+            x = x0 + (k - dy * columns)
+            y = y0 + dy
+            tx = x.to(tl.float32) + 0.5
+            ty = y.to(tl.float32) + 0.5
+            # `_cover`, op for op.
+            area2 = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+            sign = tl.where(area2 < 0, -1.0, 1.0)
+            v0, s0 = _edge(bx, by, cx, cy, sign, tx, ty)
+            v1, s1 = _edge(cx, cy, ax, ay, sign, tx, ty)
+            v2, s2 = _edge(ax, ay, bx, by, sign, tx, ty)
+            inside = (v0 >= 0) & (v1 >= 0) & (v2 >= 0) & (area2 != 0)
+            if CONSERVATIVE:
+                touched = (v0 + s0 >= 0) & (v1 + s1 >= 0) & (v2 + s2 >= 0)
+                # The pushed-out edges overshoot near sharp corners: clip to the box.
+                lo_x = tl.minimum(tl.minimum(ax, bx), cx)
+                lo_y = tl.minimum(tl.minimum(ay, by), cy)
+                hi_x = tl.maximum(tl.maximum(ax, bx), cx)
+                hi_y = tl.maximum(tl.maximum(ay, by), cy)
+                touched &= (tx + 0.5 >= lo_x) & (ty + 0.5 >= lo_y)
+                touched &= (tx - 0.5 <= hi_x) & (ty - 0.5 <= hi_y)
+            else:
+                touched = inside
+            touched &= valid
+            r0 = tl.where(v0 < 0, 0.0, v0)
+            r1 = tl.where(v1 < 0, 0.0, v1)
+            r2 = tl.where(v2 < 0, 0.0, v2)
+            total_weight = (r0 + r1) + r2  # torch's sum over 3, in order
+            w0 = _weight(v0, total_weight)
+            w1 = _weight(v1, total_weight)
+            w2 = _weight(v2, total_weight)
+            strictly = touched & inside & (w0 > 0) & (w1 > 0) & (w2 > 0)
+            rank = tl.where(inside, 0, F) + face.to(tl.int32)[:, None]  # [UNITS, TILE] int32
+            texel = y * W + x  # int32: W * H < 2**31
+            if WRITE:
+                best = tl.load(best_ptr + texel, mask=touched, other=-1)
+                won = touched & (best == rank)  # one writer per texel
+                out = bary_ptr + texel.to(tl.int64) * 3
+                tl.store(out, w0, mask=won)
+                tl.store(out + 1, w1, mask=won)
+                tl.store(out + 2, w2, mask=won)
+                claims = tl.load(claims_ptr + texel, mask=strictly, other=0)
+                shared = tl.max((strictly & (claims > 1)).to(tl.int32), axis=1)  # [UNITS]
+                # Several units of a face may store the same 1: equal values, no race.
+                flag = tl.full([UNITS], 1, tl.uint8)
+                tl.store(overlapping_ptr + face, flag, mask=live & (shared > 0))
+            else:
+                tl.atomic_min(best_ptr + texel, rank, mask=touched, sem="relaxed")
+                tl.atomic_add(claims_ptr + texel, 1, mask=strictly, sem="relaxed")
+            base += stride
+
+    @triton.jit
+    def _finish_kernel(
+        best_ptr,  # [H * W] int32
+        face_ids_ptr,  # out [H * W] int64
+        bary_ptr,  # out [H * W, 3] float32: zeroed where empty (pass 2 wrote the rest)
+        F,
+        texels,
+        BLOCK: tl.constexpr,
+    ):
+        texel = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # int32: texels < 2**31
+        live = texel < texels
+        best = tl.load(best_ptr + texel, mask=live, other=0)
+        empty = best >= 2 * F
+        face = tl.where(empty, -1, tl.where(best >= F, best - F, best))
+        tl.store(face_ids_ptr + texel, face.to(tl.int64), mask=live)
+        out = bary_ptr + texel.to(tl.int64) * 3
+        zero = tl.zeros([BLOCK], tl.float32)
+        tl.store(out, zero, mask=live & empty)
+        tl.store(out + 1, zero, mask=live & empty)
+        tl.store(out + 2, zero, mask=live & empty)
+
+
+def _uv_raster_triton(
+    uvs: torch.Tensor,  # [V, 2] float32
+    faces: torch.Tensor,  # [F, 3] int32 or int64
+    W: int,
+    H: int,
+    conservative: bool,
+    out: UVRaster | None = None,
+) -> UVRaster:
+    """The Triton path (see the module docstring). Every element of the outputs is written
+    by a kernel, so `out`, if given (contiguous, of UVRaster's shapes), may hold anything."""
+    if triton is None:
+        raise RuntimeError("the Triton path needs triton installed")
+    F = faces.shape[0]
+    if not _fits_triton(F, W, H):
+        raise ValueError(f"{F} faces into {W}x{H} exceed the int32 ranks and texel indices")
+    device = uvs.device
+    cuda = device.type == "cuda"
+    uvs, faces = uvs.float().contiguous(), faces.contiguous()
+    if out is None:
+        out = UVRaster(
+            torch.empty((H, W), dtype=torch.int64, device=device),
+            torch.empty((H, W, 3), dtype=torch.float32, device=device),
+            torch.empty(F, dtype=torch.bool, device=device),
+        )
+    overlapping = out.overlapping.view(torch.uint8)  # [F]: Triton stores bytes
+    best = torch.full((H * W,), 2 * F, dtype=torch.int32, device=device)
+    # Triton launches on the current CUDA device: make it the tensors' one.
+    with torch.cuda.device(device) if cuda else contextlib.nullcontext():
+        if F:
+            # 1. Per face: corners in texels, candidate box, units; overlap flags cleared.
+            corners = torch.empty(F, 6, dtype=torch.float32, device=device)
+            boxes = torch.empty(F, 4, dtype=torch.int32, device=device)
+            tiles = torch.empty(F, dtype=torch.int64, device=device)
+            _faces_kernel[(triton.cdiv(F, FACE_BLOCK),)](
+                uvs, faces, corners, boxes, tiles, overlapping, F, W, H,
+                CONSERVATIVE=conservative, SLACK=SPAN_SLACK, TILE=TILE_TEXELS, BLOCK=FACE_BLOCK,
+                enable_fp_fusion=False,
+            )  # fmt: skip
+            # 2. Where each face's units start: the work list, with no host sync.
+            tile_end = torch.cumsum(tiles, 0)  # [F] int64
+            # 3. Pass 1, ranks and claims; 4. pass 2, barycentrics and overlap flags.
+            claims = torch.zeros(H * W, dtype=torch.int32, device=device)
+            if cuda:
+                sms = torch.cuda.get_device_properties(device).multi_processor_count
+                programs, units = sms * PROGRAMS_PER_SM, UNITS_PER_STEP
+            else:
+                programs, units = INTERPRETER_PROGRAMS, INTERPRETER_UNITS_PER_STEP
+            for write in (False, True):
+                _cover_kernel[(programs,)](
+                    corners, boxes, tile_end, best, claims, out.barycentrics, overlapping,
+                    F, W, F.bit_length(),
+                    CONSERVATIVE=conservative, WRITE=write, TILE=TILE_TEXELS, UNITS=units,
+                    enable_fp_fusion=False,  # no FMA: the same float32 rounding as `_cover`
+                )  # fmt: skip
+        # 5. Face ids from the ranks; zero weights where empty.
+        block = TEXEL_BLOCK if cuda else INTERPRETER_TEXEL_BLOCK
+        _finish_kernel[(triton.cdiv(H * W, block),)](
+            best, out.face_ids, out.barycentrics, F, H * W, BLOCK=block
+        )
+    return out
 
 
 def _cover_reference(

@@ -1,6 +1,7 @@
 """field_sample (torch, any device) against field_sample_reference (numpy), through each of its
 paths: trilinear over present neighbours, the Chebyshev shell search, the brute-force fallback,
-and both lookups (dense grid for R^3 <= DENSE_LOOKUP_CELLS, sorted keys above)."""
+and both lookups (dense grid for R^3 <= DENSE_LOOKUP_CELLS, sorted keys above). Then the Triton
+path (`_field_sample_triton`, on `triton_device`) against the torch path, bit for bit."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import pytest
 import torch
 
 import kernels.field_sample as field_sample_module
-from kernels.field_sample import SEARCH_RADIUS, field_sample, field_sample_reference
+from kernels.field_sample import (
+    SEARCH_RADIUS,
+    _field_sample_torch,
+    _field_sample_triton,
+    field_sample,
+    field_sample_reference,
+)
+from kernels.hash_table import launch_block
+from tests.kernels.test_weld import poisoned_allocations
 
 # Kernel (float32 blend) vs reference (float64 blend) for attributes in [0, 1].
 SAMPLE_ATOL = 1e-5
@@ -243,3 +252,183 @@ def test_rejects_bad_inputs(
         field_sample(coords, attrs, resolution, points)
     with pytest.raises(ValueError, match=expected):
         field_sample_reference(coords.numpy(), attrs.numpy(), resolution, points.numpy())
+
+
+# --- The Triton path ---------------------------------------------------------------------------
+
+
+def shell_field(
+    resolution: int, voxels: int, channels: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """A generator-like thin surface: coords [N, 3] int64 of the voxels whose centres lie
+    within half a voxel of a sphere (radius chosen for about `voxels` of them, centred in the
+    grid), shuffled; attrs [N, C] float32 in [0, 1]. Also returns the radius, in voxels."""
+    radius = float(np.sqrt(voxels / (4 * np.pi)))
+    centre = (resolution - 1) / 2
+    axis = np.arange(int(centre - radius - 1), int(np.ceil(centre + radius + 1)) + 1)
+    j, k = np.meshgrid(axis, axis, indexing="ij")
+    across = (j - centre) ** 2 + (k - centre) ** 2
+    slices = []
+    for i in axis:
+        on = np.abs(np.sqrt((i - centre) ** 2 + across) - radius) < 0.5
+        slices.append(np.stack([np.full(on.sum(), i), j[on], k[on]], 1))
+    rng = np.random.default_rng(seed)
+    coords = rng.permutation(np.concatenate(slices))
+    return coords, rng.uniform(0, 1, (len(coords), channels)).astype(np.float32), radius
+
+
+def shell_points(resolution: int, radius: float, count: int, seed: int) -> np.ndarray:
+    """[count, 3] float32 near that sphere: 98% within half a voxel of it (trilinear), 2% one
+    to three voxels off (most without a present neighbour: the cube search)."""
+    rng = np.random.default_rng(seed)
+    direction = rng.normal(size=(count, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    off = rng.uniform(-0.5, 0.5, count)
+    stray = rng.random(count) < 0.02
+    off[stray] = rng.uniform(1, 3, stray.sum()) * rng.choice([-1, 1], stray.sum())
+    cells = (resolution - 1) / 2 + (radius + off)[:, None] * direction
+    return voxel_centre(cells, resolution)
+
+
+def assert_triton_equals_torch(
+    coords: np.ndarray, attrs: np.ndarray, resolution: int, points: np.ndarray, device: str
+) -> np.ndarray:
+    """_field_sample_triton on `device` against _field_sample_torch there, bit for bit."""
+    c, a, p = (torch.from_numpy(x).to(device) for x in (coords, attrs, points))
+    with poisoned_allocations():
+        got = _field_sample_triton(c, a, resolution, p)
+    expected = _field_sample_torch(c.long(), a.float(), resolution, p.float())
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    assert torch.equal(got.view(torch.int32), expected.view(torch.int32))
+    return got.cpu().numpy()
+
+
+@pytest.mark.parametrize(("count", "resolution", "points"), RANDOM_CASES)
+def test_triton_matches_torch_on_random_fields(
+    triton_device: str, count: int, resolution: int, points: int
+) -> None:
+    coords, attrs = random_field(count + resolution, count, resolution)
+    queries = points_around(points, coords, resolution, points)  # all three stages
+    got = assert_triton_equals_torch(coords, attrs, resolution, queries, triton_device)
+    expected = field_sample_reference(coords, attrs, resolution, queries)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=SAMPLE_ATOL)
+
+
+def test_triton_at_awkward_query_counts(triton_device: str) -> None:
+    # Query counts either side of the blend kernel's block; close to the voxels (trilinear).
+    coords, attrs = random_field(4, 1500, 20)
+    block = launch_block(field_sample_module.BLEND_BLOCK, triton_device)
+    rng = np.random.default_rng(4)
+    for count in (1, block - 1, block, block + 1):
+        anchors = coords[rng.integers(0, len(coords), count)]
+        queries = voxel_centre(anchors + rng.uniform(-0.7, 0.7, (count, 3)), 20)
+        assert_triton_equals_torch(coords, attrs, 20, queries, triton_device)
+
+
+def test_triton_search_at_awkward_miss_counts(triton_device: str) -> None:
+    # Every query sits 2 voxels along an axis from one of a few isolated voxels: no neighbour
+    # is present, so all of them go to the cube search, whose block they straddle.
+    resolution = 32
+    coords = np.array([[4, 4, 4], [20, 9, 27], [12, 25, 6], [28, 28, 28]])
+    attrs = np.arange(8, dtype=np.float32).reshape(4, 2)
+    block = launch_block(field_sample_module.SEARCH_BLOCK, triton_device)
+    rng = np.random.default_rng(5)
+    for count in (1, block - 1, block, block + 1):
+        anchor = rng.integers(0, len(coords), count)
+        step = np.eye(3)[rng.integers(0, 3, count)] * rng.choice([-2, 2], (count, 1))
+        queries = voxel_centre(coords[anchor] + step + rng.uniform(-0.2, 0.2, (count, 3)), 32)
+        got = assert_triton_equals_torch(coords, attrs, resolution, queries, triton_device)
+        assert np.array_equal(got, attrs[anchor])
+
+
+def test_triton_known_answers(triton_device: str) -> None:
+    # Duplicates read their first row: trilinear, cube search and brute force.
+    coords = np.array([[2, 2, 2], [5, 5, 5], [2, 2, 2], [5, 5, 5]])
+    attrs = np.array([[1.0], [2.0], [3.0], [4.0]], np.float32)
+    points = voxel_centre([[2, 2, 2], [5, 5, 5], [4, 2, 2], [7, 7, 6], [12, 12, 12]], 8)
+    got = assert_triton_equals_torch(coords, attrs, 8, points, triton_device)
+    assert got[:, 0].tolist() == [1.0, 2.0, 1.0, 2.0, 2.0]
+    # Cube-search ties go to the earlier offset, then the nearer voxel wins.
+    query = voxel_centre([[8, 8, 8]], 16)
+    for offsets, expected in (([(1, 0, 0), (-1, 0, 0)], 1.0), ([(1, 1, 1), (0, 1, 0)], 1.0)):
+        coords = np.array([8, 8, 8]) + np.array(offsets)
+        attrs = np.arange(len(offsets), dtype=np.float32)[:, None]
+        got = assert_triton_equals_torch(coords, attrs, 16, query, triton_device)
+        assert got[0, 0] == expected
+    # Absent corners are renormalised away: linear in x between two voxels.
+    coords, attrs = np.array([[1, 1, 1], [2, 1, 1]]), np.array([[0.0], [10.0]], np.float32)
+    t = np.linspace(0, 1, 11)
+    cells = np.stack((1 + t, 1.3 + 0 * t, 0.8 + 0 * t), 1)
+    got = assert_triton_equals_torch(coords, attrs, 4, voxel_centre(cells, 4), triton_device)
+    np.testing.assert_allclose(got[:, 0], 10 * t, rtol=0, atol=KNOWN_ATOL)
+    # A single voxel at R = 1 is read everywhere, far points included.
+    far = np.random.default_rng(6).uniform(-20, 20, (20, 3)).astype(np.float32)
+    got = assert_triton_equals_torch(np.zeros((1, 3), np.int64), attrs[1:], 1, far, triton_device)
+    assert np.all(got == 10.0)
+
+
+def test_triton_on_a_full_grid_and_many_channels(triton_device: str) -> None:
+    # Every voxel present (all 8 neighbours inside the grid, some outside at its border), and
+    # channel counts either side of the channel tile (MAX_CHANNEL_BLOCK = 16).
+    resolution = 6
+    coords = np.array(list(itertools.product(range(resolution), repeat=3)))
+    rng = np.random.default_rng(7)
+    queries = voxel_centre(rng.uniform(-1, resolution, (300, 3)), resolution)
+    for channels in (1, 3, 16, 17):
+        attrs = rng.normal(size=(len(coords), channels)).astype(np.float32)
+        assert_triton_equals_torch(coords, attrs, resolution, queries, triton_device)
+
+
+def test_triton_edge_shapes(triton_device: str) -> None:
+    coords, attrs = random_field(8, 30, 8)
+    no_points = np.zeros((0, 3), np.float32)
+    assert assert_triton_equals_torch(coords, attrs, 8, no_points, triton_device).shape == (0, 3)
+    points = points_around(8, coords, 8, 10)
+    got = assert_triton_equals_torch(coords, attrs[:, :0], 8, points, triton_device)
+    assert got.shape == (10, 0)
+    # A grid too fine for int32 cells: the torch path, same answer.
+    coarse = coords * 2**18
+    fine = voxel_centre(coarse, 2**21)
+    assert_triton_equals_torch(coarse, attrs, 2**21, fine, triton_device)
+
+
+def test_triton_on_a_shell_field(triton_device: str, full_size: bool) -> None:
+    # Natively: a 1M-voxel shell at R = 1024 and 4M points near it; under the interpreter a
+    # small one. Also deterministic: the same bits twice.
+    resolution, voxels, count = (1024, 1_000_000, 4_000_000) if full_size else (48, 3000, 2000)
+    coords, attrs, radius = shell_field(resolution, voxels, 3, seed=8)
+    queries = shell_points(resolution, radius, count, seed=9)
+    got = assert_triton_equals_torch(coords, attrs, resolution, queries, triton_device)
+    c, a, p = (torch.from_numpy(x).to(triton_device) for x in (coords, attrs, queries))
+    assert np.array_equal(_field_sample_triton(c, a, resolution, p).cpu().numpy(), got)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="dispatch to Triton happens on CUDA")
+@pytest.mark.gpu
+def test_field_sample_sends_cuda_tensors_to_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def spy(*args: object) -> torch.Tensor:
+        calls.append(args[3].device.type)
+        return _field_sample_triton(*args)
+
+    monkeypatch.setattr(field_sample_module, "_field_sample_triton", spy)
+    coords, attrs = random_field(1, 50, 8)
+    points = points_around(1, coords, 8, 30)
+    args = [torch.from_numpy(x) for x in (coords, attrs, points)]
+    field_sample(args[0].cuda(), args[1].cuda(), 8, args[2].cuda())
+    field_sample(args[0], args[1], 8, args[2])
+    assert calls == ["cuda"]
+
+
+def test_rejects_non_finite_values_and_mixed_devices() -> None:
+    coords, attrs = torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 1)
+    points = torch.zeros(4, 3)
+    points[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        field_sample(coords, attrs, 4, points)
+    with pytest.raises(ValueError, match="finite"):
+        field_sample(coords, attrs / 0, 4, torch.zeros(4, 3))
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="one device"):
+            field_sample(coords, attrs, 4, torch.zeros(4, 3, device="cuda"))

@@ -1,5 +1,7 @@
 """uv_raster (torch, any device) against uv_raster_reference (numpy) and against an exact
-integer oracle of the docstring's rules, plus grids small enough to write out by hand.
+integer oracle of the docstring's rules, plus grids small enough to write out by hand; then the
+Triton path (`triton_device`: natively on CUDA, or on the CPU under TRITON_INTERPRET=1) against
+the torch path on the same device, exactly, and on hand-built grids.
 
 Rules under test: centre coverage = the closed triangle contains the texel centre; conservative
 coverage = the closed triangle meets the closed texel square; a texel goes to the lowest face
@@ -14,7 +16,14 @@ import pytest
 import torch
 
 import kernels.uv_raster as uv_raster_module
-from kernels.uv_raster import uv_raster, uv_raster_reference
+from kernels.uv_raster import (
+    FACE_BLOCK,
+    UVRaster,
+    _uv_raster_torch,
+    _uv_raster_triton,
+    uv_raster,
+    uv_raster_reference,
+)
 
 # Kernel vs reference: the same float32 edge functions in the same order, so in practice equal.
 BARY_ATOL = 1e-6
@@ -357,3 +366,282 @@ def test_rejects_bad_inputs(
         uv_raster(uvs, faces, width, height)
     with pytest.raises(ValueError, match=expected):
         uv_raster_reference(uvs.numpy(), faces.numpy(), width, height)
+
+
+# --- The Triton path ------------------------------------------------------------------------
+# Compared with `_uv_raster_torch` on the same device: face ids, flags and barycentrics equal
+# exactly (the same float32 operations in the same order, no FMA contraction; only the sign of
+# a zero weight may differ between devices, and equality of values ignores it).
+
+# (faces, width, height, triangle size in uv): empty, a single texel, one face, one setup
+# block of faces - 1, exactly, + 1 on awkward grids, and small triangles into 1823 x 781.
+TRITON_CASES = [
+    (0, 4, 4, 0.3),
+    (1, 1, 1, 0.3),
+    (1, 37, 23, 0.4),
+    (FACE_BLOCK - 1, 64, 48, 0.05),
+    (FACE_BLOCK, 37, 23, 0.1),
+    (FACE_BLOCK + 1, 61, 29, 0.05),
+    (300, 1823, 781, 0.004),
+]
+
+
+def jittered_grid(seed: int, face_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """A mesh-like atlas: the unit square as an n x n grid of cells, inner vertices jittered
+    by up to a quarter cell, each cell split along a random diagonal into two triangles of
+    random winding: about `face_count` faces tiling [0, 1]² without overlap.
+    -> uvs [(n + 1)², 2] float32, faces [2n², 3] int64 (row-major cell order)."""
+    rng = np.random.default_rng(seed)
+    n = max(1, round(np.sqrt(face_count / 2)))
+    y, x = np.mgrid[0 : n + 1, 0 : n + 1].astype(np.float64)
+    inner = (x > 0) & (x < n) & (y > 0) & (y < n)
+    x[inner] += rng.uniform(-0.25, 0.25, inner.sum())
+    y[inner] += rng.uniform(-0.25, 0.25, inner.sum())
+    uvs = (np.stack((x.ravel(), y.ravel()), 1) / n).astype(np.float32)
+    row, col = np.mgrid[0:n, 0:n].reshape(2, -1)
+    v00 = row * (n + 1) + col
+    v01, v10, v11 = v00 + 1, v00 + n + 1, v00 + n + 2
+    flip = rng.random(n * n) < 0.5  # the diagonal 00-11 or 01-10
+    first = np.where(flip[:, None], np.stack((v00, v01, v10), 1), np.stack((v00, v01, v11), 1))
+    second = np.where(flip[:, None], np.stack((v01, v11, v10), 1), np.stack((v00, v11, v10), 1))
+    faces = np.stack((first, second), 1).reshape(-1, 3)
+    reverse = rng.random(len(faces)) < 0.5
+    faces[reverse] = faces[reverse][:, ::-1]
+    return uvs, faces.astype(np.int64)
+
+
+def run_triton(
+    uvs: np.ndarray, faces: np.ndarray, width: int, height: int, conservative: bool, device: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_uv_raster_triton` into outputs pre-filled with what no element may keep: face id -2
+    (not -1, which empty texels must get written), NaN weights, every face flagged."""
+    out = UVRaster(
+        torch.full((height, width), -2, dtype=torch.int64, device=device),
+        torch.full((height, width, 3), float("nan"), device=device),
+        torch.ones(len(faces), dtype=torch.bool, device=device),
+    )
+    raster = _uv_raster_triton(
+        torch.from_numpy(uvs).to(device),
+        torch.from_numpy(faces).to(device),
+        width,
+        height,
+        conservative,
+        out=out,
+    )
+    assert raster.face_ids is out.face_ids and raster.barycentrics is out.barycentrics
+    assert raster.overlapping is out.overlapping
+    return (
+        raster.face_ids.cpu().numpy(),
+        raster.barycentrics.cpu().numpy(),
+        raster.overlapping.cpu().numpy(),
+    )
+
+
+def run_torch_path(
+    uvs: np.ndarray, faces: np.ndarray, width: int, height: int, conservative: bool, device: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    raster = _uv_raster_torch(
+        torch.from_numpy(uvs).float().to(device),
+        torch.from_numpy(faces).long().to(device),
+        width,
+        height,
+        conservative,
+    )
+    return (
+        raster.face_ids.cpu().numpy(),
+        raster.barycentrics.cpu().numpy(),
+        raster.overlapping.cpu().numpy(),
+    )
+
+
+def assert_identical(got: tuple, expected: tuple) -> None:
+    assert np.array_equal(got[0], expected[0])
+    assert np.array_equal(got[1], expected[1])  # exact: NaN (unwritten) fails too
+    assert np.array_equal(got[2], expected[2])
+
+
+@pytest.mark.parametrize("conservative", [False, True])
+@pytest.mark.parametrize(("face_count", "width", "height", "size"), TRITON_CASES)
+def test_triton_matches_the_torch_path_on_random_soups(
+    triton_device: str, face_count: int, width: int, height: int, size: float, conservative: bool
+) -> None:
+    uvs, faces = random_soup(face_count + width + 7, face_count, size)
+    got = run_triton(uvs, faces, width, height, conservative, triton_device)
+    assert_identical(got, run_torch_path(uvs, faces, width, height, conservative, triton_device))
+
+
+def speck_faces(texels: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """One tiny triangle around the centre of each texel index in `texels` [N]: one candidate
+    texel and so one work unit each, in either mode."""
+    x, y = texels % width, texels // width
+    offsets = np.array([[0.4, 0.4], [0.6, 0.4], [0.5, 0.6]])
+    corners = np.stack((x, y), 1)[:, None, :] + offsets  # [N, 3, 2] texel units
+    uvs = (corners.reshape(-1, 2) / np.array([width, height])).astype(np.float32)
+    return uvs, np.arange(3 * len(texels)).reshape(-1, 3)
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_triton_block_boundaries(
+    triton_device: str, extra: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small blocks, so that faces, work units and texels fall one short of, exactly on and one
+    # past a block: setup blocks of 8 faces, steps of 4 units, final blocks of 64 texels.
+    monkeypatch.setattr(uv_raster_module, "FACE_BLOCK", 8)
+    for name, value in (("UNITS_PER_STEP", 4), ("TEXEL_BLOCK", 64)):
+        monkeypatch.setattr(uv_raster_module, name, value)
+        monkeypatch.setattr(uv_raster_module, f"INTERPRETER_{name}", value)
+    width, height = {-1: (7, 9), 0: (8, 8), 1: (5, 13)}[extra]
+    for conservative in (False, True):
+        uvs, faces = random_soup(40 + extra, 8 + extra, 0.3)
+        got = run_triton(uvs, faces, width, height, conservative, triton_device)
+        expected = run_torch_path(uvs, faces, width, height, conservative, triton_device)
+        assert_identical(got, expected)
+        # 12 + extra units (three steps), one face per texel, in shuffled texel order.
+        texels = np.random.default_rng(extra + 2).permutation(width * height)[: 12 + extra]
+        uvs, faces = speck_faces(texels, width, height)
+        face_ids, bary, overlapping = run_triton(
+            uvs, faces, width, height, conservative, triton_device
+        )
+        expected_ids = np.full(width * height, -1)
+        expected_ids[texels] = np.arange(len(texels))
+        assert np.array_equal(face_ids.ravel(), expected_ids)
+        assert not overlapping.any()
+        np.testing.assert_allclose(bary.reshape(-1, 3)[texels].sum(1), 1, atol=KNOWN_BARY_ATOL)
+
+
+@pytest.mark.parametrize("conservative", [False, True])
+def test_triton_right_triangle_covers_known_texels(triton_device: str, conservative: bool) -> None:
+    # In texels on 4 x 4: (0, 0), (4, 0), (0, 4), the half x + y <= 4. Centres (x + 0.5,
+    # y + 0.5) inside: x + y <= 3; squares that meet it: x + y <= 4 (three touch at a corner).
+    uvs = np.array([[0, 0], [1, 0], [0, 1]], np.float32)
+    faces = np.array([[0, 1, 2]])
+    face_ids, bary, overlapping = run_triton(uvs, faces, 4, 4, conservative, triton_device)
+    y, x = np.mgrid[0:4, 0:4]
+    covered = x + y <= (4 if conservative else 3)
+    assert np.array_equal(face_ids, np.where(covered, 0, -1))
+    assert not overlapping.any()
+    # At a centre inside: weights (1 - (cx + cy) / 4, cx / 4, cy / 4).
+    cx, cy = x + 0.5, y + 0.5
+    expected = np.stack((1 - (cx + cy) / 4, cx / 4, cy / 4), -1)
+    inside = x + y <= 3
+    np.testing.assert_allclose(bary[inside], expected[inside], rtol=0, atol=KNOWN_BARY_ATOL)
+    # Beyond the hypotenuse the weights are clamped: a's is 0, the other two sum to 1.
+    edge = covered & ~inside
+    assert (bary[edge][:, 0] == 0).all()
+    np.testing.assert_allclose(bary[edge].sum(1), 1, rtol=0, atol=KNOWN_BARY_ATOL)
+    assert (bary[~covered] == 0).all()
+
+
+def test_triton_degenerate_triangles(triton_device: str) -> None:
+    # In texels on 4 x 4: face 0 is the segment y = 0.5 from x = 0.5 to 3.5 (three collinear
+    # corners), face 1 the point (2, 2), a texel corner. No area, so no centre is inside; the
+    # segment touches the four texels of row 0, the point the four texels around it. Every
+    # edge function is 0 there, so each weight is 1/3.
+    uvs = np.array([[0.5, 0.5], [2, 0.5], [3.5, 0.5], [2, 2], [2, 2], [2, 2]], np.float32) / 4
+    faces = np.array([[0, 1, 2], [3, 4, 5]])
+    face_ids, _, overlapping = run_triton(uvs, faces, 4, 4, False, triton_device)
+    assert (face_ids == -1).all() and not overlapping.any()
+    face_ids, bary, overlapping = run_triton(uvs, faces, 4, 4, True, triton_device)
+    expected = np.full((4, 4), -1)
+    expected[0] = 0
+    expected[1:3, 1:3] = 1
+    assert np.array_equal(face_ids, expected)
+    assert not overlapping.any()
+    assert (bary[expected >= 0] == np.float32(1 / 3)).all()
+
+
+@pytest.mark.parametrize("conservative", [False, True])
+def test_triton_triangle_over_the_whole_atlas(
+    triton_device: str, full_size: bool, conservative: bool
+) -> None:
+    # Face 0 holds the atlas and far beyond (one face, every texel: the heaviest single face);
+    # face 1, a small triangle inside it, wins nothing (face 0 holds every centre too) but
+    # shares centres strictly inside both: both overlap.
+    width, height = (4096, 4096) if full_size else (193, 97)
+    uvs = np.array([[-1, -1], [3, -1], [-1, 3], [0.3, 0.3], [0.6, 0.35], [0.4, 0.7]], np.float32)
+    faces = np.array([[0, 1, 2], [3, 4, 5]])
+    got = run_triton(uvs, faces, width, height, conservative, triton_device)
+    assert (got[0] == 0).all()
+    assert got[2].tolist() == [True, True]
+    assert_identical(got, run_torch_path(uvs, faces, width, height, conservative, triton_device))
+
+
+def test_triton_overlap_flags(triton_device: str) -> None:
+    # In uv on 16 x 16: faces 0 and 1 cross; face 2 shares only face 0's edge (0.1, 0.1) -
+    # (0.6, 0.1); face 3 is a duplicate of face 4, listed first.
+    uvs = np.array(
+        [
+            [0.1, 0.1], [0.6, 0.1], [0.3, 0.5],
+            [0.3, 0.2], [0.8, 0.3], [0.5, 0.6],
+            [0.1, 0.1], [0.6, 0.1], [0.3, 0.0],
+            [0.7, 0.7], [0.95, 0.7], [0.8, 0.95],
+        ],
+        np.float32,
+    )  # fmt: skip
+    faces = np.array([[0, 1, 2], [3, 4, 5], [6, 8, 7], [9, 10, 11], [11, 9, 10]])
+    for conservative in (False, True):
+        got = run_triton(uvs, faces, 16, 16, conservative, triton_device)
+        assert got[2].tolist() == [True, True, False, True, True]
+        assert not (got[0] == 4).any()  # the duplicate listed first takes every texel
+        assert_identical(got, run_torch_path(uvs, faces, 16, 16, conservative, triton_device))
+
+
+@pytest.mark.parametrize(("face_count", "width", "height", "size"), TRITON_CASES[3:])
+def test_triton_invariants(
+    triton_device: str, face_count: int, width: int, height: int, size: float
+) -> None:
+    uvs, faces = random_soup(face_count + height, face_count, size)
+    centre = run_triton(uvs, faces, width, height, False, triton_device)
+    conservative = run_triton(uvs, faces, width, height, True, triton_device)
+    for (face_ids, weights, _), mode in ((centre, False), (conservative, True)):
+        assert face_ids.min() >= -1 and face_ids.max() < face_count  # indices in range
+        covered = face_ids >= 0
+        assert (weights[~covered] == 0).all()
+        assert (weights[covered] >= 0).all() and (weights[covered] <= 1).all()
+        np.testing.assert_allclose(weights[covered].sum(-1), 1, rtol=0, atol=KNOWN_BARY_ATOL)
+        # Every texel the reference covers is covered, by the same face.
+        reference_ids, _, _ = uv_raster_reference(uvs, faces, width, height, mode)
+        assert np.array_equal(face_ids, reference_ids)
+    # Conservative coverage holds centre coverage, with the same winners.
+    centre_covered = centre[0] >= 0
+    assert np.array_equal(conservative[0][centre_covered], centre[0][centre_covered])
+    assert np.array_equal(conservative[2], centre[2])  # flags come from centres alone
+
+
+def test_triton_is_deterministic(triton_device: str) -> None:
+    uvs, faces = random_soup(11, 600, 0.02)  # overlapping: atomics race on shared texels
+    first = run_triton(uvs, faces, 150, 100, True, triton_device)
+    second = run_triton(uvs, faces, 150, 100, True, triton_device)
+    assert np.array_equal(first[0], second[0]) and np.array_equal(first[2], second[2])
+    assert np.array_equal(first[1].view(np.int32), second[1].view(np.int32))  # bits
+
+
+@pytest.mark.parametrize("conservative", [False, True])
+def test_triton_matches_the_torch_path_on_a_jittered_grid(
+    triton_device: str, full_size: bool, conservative: bool
+) -> None:
+    # Natively 4M faces into 4096² in one call (no chunks); under the interpreter 2k into 97².
+    face_count, size = (4_000_000, 4096) if full_size else (2_000, 97)
+    uvs, faces = jittered_grid(5, face_count)
+    got = run_triton(uvs, faces, size, size, conservative, triton_device)
+    assert (got[0] >= 0).all()  # the grid tiles the square: every centre is inside a face
+    assert not got[2].any()  # and its faces only touch
+    assert_identical(got, run_torch_path(uvs, faces, size, size, conservative, triton_device))
+
+
+@pytest.mark.skipif(
+    uv_raster_module.triton is None or not torch.cuda.is_available(), reason="needs CUDA"
+)
+def test_public_function_uses_triton_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def spy(*args: object, **kwargs: object) -> UVRaster:
+        calls.append(args)
+        return _uv_raster_triton(*args, **kwargs)
+
+    monkeypatch.setattr(uv_raster_module, "_uv_raster_triton", spy)
+    uvs, faces = random_soup(3, 50, 0.1)
+    raster = uv_raster(torch.from_numpy(uvs).cuda(), torch.from_numpy(faces).cuda(), 33, 21)
+    assert len(calls) == 1 and raster.face_ids.is_cuda
+    uv_raster(torch.from_numpy(uvs), torch.from_numpy(faces), 33, 21)  # CPU: the torch path
+    assert len(calls) == 1

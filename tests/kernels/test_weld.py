@@ -1,15 +1,21 @@
-"""weld (torch, any device) against weld_reference (numpy), plus hand-built known answers.
+"""weld (torch, any device) against weld_reference (numpy), plus hand-built known answers; and
+the Triton path (`_weld_triton`, on `triton_device`) against the torch path, bit for bit.
 
 Welding is exact integer work (bit patterns or grid cells), so every comparison is exact.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
 
-from kernels.weld import weld, weld_reference
+import kernels.weld as weld_module
+from kernels.hash_table import launch_block
+from kernels.weld import _weld_torch, _weld_triton, weld, weld_reference
 
 # (vertex count, tolerance): empty, single, tiny, and a "large" soup that still runs in well
 # under a second on the CPU.
@@ -160,3 +166,156 @@ def test_rejects_non_finite_positions(bad: float) -> None:
     positions[1, 2] = bad
     with pytest.raises(ValueError, match="finite"):
         weld(positions)
+
+
+# --- The Triton path ---------------------------------------------------------------------------
+
+
+def torus_soup(rows: int, columns: int, seed: int) -> np.ndarray:
+    """[6 * rows * columns, 3] float32: a closed torus of rows x columns quads, two triangles
+    each, its faces shuffled and expanded to per-corner positions (a generator's soup: every
+    vertex repeats bit for bit in its 6 faces, rows * columns of them unique)."""
+    u = 2 * np.pi * np.arange(rows)[:, None] / rows
+    v = 2 * np.pi * np.arange(columns)[None, :] / columns
+    ring = 0.35 + 0.12 * np.cos(v)
+    grid = np.stack(np.broadcast_arrays(ring * np.cos(u), ring * np.sin(u), 0.12 * np.sin(v)), -1)
+    vertices = grid.reshape(-1, 3).astype(np.float32)
+    i, j = np.meshgrid(np.arange(rows), np.arange(columns), indexing="ij")
+    a, b = i * columns + j, (i + 1) % rows * columns + j
+    c, d = (i + 1) % rows * columns + (j + 1) % columns, i * columns + (j + 1) % columns
+    faces = np.concatenate([np.stack([a, b, c], -1), np.stack([a, c, d], -1)]).reshape(-1, 3)
+    faces = faces[np.random.default_rng(seed).permutation(len(faces))]
+    return vertices[faces].reshape(-1, 3)
+
+
+@contextlib.contextmanager
+def poisoned_allocations() -> Iterator[None]:
+    """torch.empty hands out NaN-filled (float) or -1-filled (integer) tensors, so an output
+    element a kernel should write but does not shows up in the comparison."""
+    empty = torch.empty
+
+    def poisoned(*args: object, **kwargs: object) -> torch.Tensor:
+        tensor = empty(*args, **kwargs)
+        return tensor.fill_(float("nan") if tensor.is_floating_point() else -1)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "empty", poisoned)
+        yield
+
+
+def assert_triton_equals_torch(positions: np.ndarray, tolerance: float, device: str) -> None:
+    """_weld_triton on `device` against _weld_torch there, bit for bit, plus the invariants."""
+    tensor = torch.from_numpy(positions).to(device)
+    with poisoned_allocations():
+        unique, remap = _weld_triton(tensor, tolerance)
+    expected_unique, expected_remap = _weld_torch(tensor, tolerance)
+    assert remap.dtype == torch.int64 and torch.equal(remap, expected_remap)
+    assert unique.dtype == torch.float32 and unique.shape == expected_unique.shape
+    assert torch.equal(unique.view(torch.int32), expected_unique.view(torch.int32))
+    assert_weld_invariants(positions, unique.cpu().numpy(), remap.cpu().numpy(), tolerance)
+
+
+def awkward_counts(device: str) -> list[int]:
+    """0, 1, and one either side of each kernel's block (as launched on `device`), plus 3000."""
+    counts = {0, 1, 3000}
+    for block in (weld_module.INSERT_BLOCK, weld_module.BLOCK):
+        launched = launch_block(block, device)
+        counts |= {launched - 1, launched, launched + 1}
+    return sorted(counts)
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.05])
+def test_triton_matches_torch_at_awkward_sizes(triton_device: str, tolerance: float) -> None:
+    for count in awkward_counts(triton_device):
+        if tolerance == 0:
+            positions = soup_with_duplicates(count + 7, count)
+        else:  # continuous values, signs mixed, merged by grid cells
+            rng = np.random.default_rng(count)
+            positions = rng.uniform(-0.5, 0.5, (count, 3)).astype(np.float32)
+        assert_triton_equals_torch(positions, tolerance, triton_device)
+
+
+def test_triton_on_a_torus_soup_and_on_unique_points(triton_device: str) -> None:
+    soup = torus_soup(12, 9, seed=0)  # 648 corners of 108 vertices
+    assert_triton_equals_torch(soup, 0.0, triton_device)
+    assert_triton_equals_torch(soup, 0.01, triton_device)
+    unique, _ = _weld_triton(torch.from_numpy(soup).to(triton_device), 0.0)
+    assert len(unique) == 12 * 9
+    # Already unique: comes back unchanged (every slot of the table holds one vertex).
+    assert_triton_equals_torch(unique.cpu().numpy(), 0.0, triton_device)
+
+
+TET_A, TET_B, TET_C, TET_D = [0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]  # a tetrahedron
+# (positions, tolerance, expected remap, expected representative of each output)
+KNOWN_CASES = {
+    "exact duplicates": (
+        [[0, 0, 0], [1, 0, 0], [0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0]],
+        0.0,
+        [0, 1, 0, 1, 2, 2],
+        [0, 1, 4],
+    ),
+    "signed zeros": ([[-0.0, 0.5, 0.0], [0.0, 0.5, -0.0], [-0.0, 0.5, -0.0]], 0.0, [0, 0, 0], [0]),
+    "cells of 0.1": (
+        [[0.0, 0, 0], [0.09, 0, 0], [0.1, 0, 0], [-0.01, 0, 0], [0.05, 0, 0]],
+        0.1,
+        [0, 0, 1, 2, 0],
+        [0, 2, 3],
+    ),
+    "one vertex": ([[0.25, -0.5, 3.0]], 0.0, [0], [0]),
+    "all alike": ([[0.5, 0.5, 0.5]] * 5, 0.0, [0] * 5, [0]),
+    "a tetrahedron soup": (
+        [TET_A, TET_B, TET_C, TET_A, TET_D, TET_B, TET_A, TET_C, TET_D, TET_B, TET_D, TET_C],
+        0.0,
+        [0, 1, 2, 0, 3, 1, 0, 2, 3, 1, 3, 2],
+        [0, 1, 2, 4],
+    ),
+    "far from the origin": ([[1e30, -1e30, 7.0], [1e30, -1e30, 7.0]], 0.0, [0, 0], [0]),
+}
+
+
+@pytest.mark.parametrize("case", KNOWN_CASES)
+def test_triton_known_answers(triton_device: str, case: str) -> None:
+    points, tolerance, expected_remap, representatives = KNOWN_CASES[case]
+    positions = torch.tensor(points, dtype=torch.float32, device=triton_device)
+    with poisoned_allocations():
+        unique, remap = _weld_triton(positions, tolerance)
+    assert remap.cpu().tolist() == expected_remap
+    # The representative is the lowest index, bit for bit (the sign of a zero included).
+    assert torch.equal(unique.view(torch.int32), positions[representatives].view(torch.int32))
+
+
+def test_triton_is_deterministic_and_welds_a_large_soup(
+    triton_device: str, full_size: bool
+) -> None:
+    # Natively: 10M vertices (a 3.3M-face torus soup); under the interpreter a small one.
+    rows, columns = (1667, 1000) if full_size else (20, 15)
+    positions = torch.from_numpy(torus_soup(rows, columns, seed=1)).to(triton_device)
+    for tolerance in (0.0, 1e-4):
+        unique, remap = _weld_triton(positions, tolerance)
+        again = _weld_triton(positions, tolerance)
+        assert torch.equal(unique, again[0]) and torch.equal(remap, again[1])
+        expected_unique, expected_remap = _weld_torch(positions, tolerance)
+        assert torch.equal(remap, expected_remap) and torch.equal(unique, expected_unique)
+    assert len(unique) <= rows * columns
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="dispatch to Triton happens on CUDA")
+@pytest.mark.gpu
+def test_weld_sends_float32_cuda_tensors_to_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def spy(positions: torch.Tensor, tolerance: float) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(positions.dtype)
+        return _weld_triton(positions, tolerance)
+
+    monkeypatch.setattr(weld_module, "_weld_triton", spy)
+    positions = torch.from_numpy(soup_with_duplicates(2, 300)).cuda()
+    weld(positions)
+    weld(positions.double())  # 64-bit keys: the torch path
+    weld(positions.cpu())
+    assert calls == [torch.float32]
+
+
+def test_rejects_a_tolerance_too_small_for_integer_cells() -> None:
+    with pytest.raises(ValueError, match="too small"):
+        weld(torch.ones(3, 3), 1e-30)

@@ -331,7 +331,8 @@ def test_triton_search_at_awkward_miss_counts(triton_device: str) -> None:
     resolution = 32
     coords = np.array([[4, 4, 4], [20, 9, 27], [12, 25, 6], [28, 28, 28]])
     attrs = np.arange(8, dtype=np.float32).reshape(4, 2)
-    block = launch_block(field_sample_module.SEARCH_BLOCK, triton_device)
+    # They settle in the radius-2 cube: 125 offsets, padded to 128, per query.
+    block = launch_block(field_sample_module.SEARCH_LANES // 128, triton_device)
     rng = np.random.default_rng(5)
     for count in (1, block - 1, block, block + 1):
         anchor = rng.integers(0, len(coords), count)
@@ -339,6 +340,23 @@ def test_triton_search_at_awkward_miss_counts(triton_device: str) -> None:
         queries = voxel_centre(coords[anchor] + step + rng.uniform(-0.2, 0.2, (count, 3)), 32)
         got = assert_triton_equals_torch(coords, attrs, resolution, queries, triton_device)
         assert np.array_equal(got, attrs[anchor])
+
+
+def test_triton_search_grows_past_a_far_inner_voxel(triton_device: str) -> None:
+    # The radius-1 cube holds only (1, 1, 1), 2.05 voxels away: not settled there, since
+    # (0, 0, 2) in the radius-2 cube is nearer (1.65); (0, 0, 3) alone settles at radius 3.
+    resolution, c = 16, np.array([8, 8, 8])
+    query = voxel_centre((c + np.array([-0.4, -0.4, 0.45]))[None], resolution)
+    for offsets, expected in (
+        ([(1, 1, 1), (0, 0, 2)], 1),
+        ([(1, 1, 1)], 0),
+        ([(0, 0, 3), (2, 2, 2)], 0),
+    ):
+        coords = c + np.array(offsets)
+        attrs = np.arange(len(offsets), dtype=np.float32)[:, None]
+        got = assert_triton_equals_torch(coords, attrs, resolution, query, triton_device)
+        assert got[0, 0] == expected
+        assert field_sample_reference(coords, attrs, resolution, query)[0, 0] == expected
 
 
 def test_triton_known_answers(triton_device: str) -> None:

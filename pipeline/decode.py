@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from pipeline.errors import BadRequest, PayloadTooLarge, UnprocessableInput, UnsupportedMediaType
+from pipeline.profiling import mark
 from pipeline.settings import PipelineSettings
 from pipeline.types import DecodedImage
 
@@ -106,6 +107,7 @@ def decode_image(data: bytes, settings: PipelineSettings) -> DecodedImage:
         " (alpha)" if has_alpha else "",
         (time.perf_counter() - start) * 1e3,
     )
+    mark("decode")
     return DecodedImage(pixels=pixels, has_alpha=has_alpha, format=container)
 
 

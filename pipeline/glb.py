@@ -27,6 +27,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from pipeline.profiling import mark
 from pipeline.settings import PipelineSettings
 from pipeline.types import GlbParts, TexturedMesh
 
@@ -84,8 +85,10 @@ def write_glb(mesh: TexturedMesh, settings: PipelineSettings) -> GlbParts:
     # 1. Validate and convert once: every array below is contiguous and little-endian.
     positions, normals, uvs, faces = _checked_geometry(mesh)
     base_color = _checked_image(mesh.base_color)
+    mark("glb.check")
     # 2. Encode the texture; the indices shrink to uint16 when every index fits.
     image_bytes, mime = encode_texture(base_color, settings)
+    mark("glb.encode")
     if int(faces.max()) <= MAX_UINT16_INDEX:
         indices, index_type = faces.astype("<u2"), UNSIGNED_SHORT
     else:
@@ -115,6 +118,7 @@ def write_glb(mesh: TexturedMesh, settings: PipelineSettings) -> GlbParts:
     head = struct.pack("<III", GLB_MAGIC, GLB_VERSION, total)
     head += struct.pack("<II", len(text), CHUNK_JSON) + text
     parts = GlbParts((head, struct.pack("<II", offset, CHUNK_BIN), *bin_parts))
+    mark("glb.write")
     log.info(
         "glb: %d vertices, %d faces, %s texture %d B -> %d B, %.0f ms", len(positions),
         len(faces), mime, len(image_bytes), total, (time.perf_counter() - start) * 1e3,

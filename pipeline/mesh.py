@@ -21,6 +21,7 @@ import torch
 
 from kernels.vertex_normals import vertex_normals
 from kernels.weld import weld
+from pipeline.profiling import mark
 from pipeline.settings import PipelineSettings
 from pipeline.simplify import simplify
 from pipeline.topology import clean_faces, drop_degenerate, orient_outward
@@ -55,24 +56,32 @@ def process_mesh(asset: RawAsset, settings: PipelineSettings) -> Mesh:
     faces_in = len(asset.faces)
     # 1. Weld.
     unique, remap = weld(asset.vertices.float())
+    mark("mesh.weld")
     # 2. Degenerate faces.
     faces_t = drop_degenerate(unique, remap[asset.faces.long()])
     positions, faces = unique.cpu().numpy(), faces_t.cpu().numpy()
+    mark("mesh.degenerate")  # and the download to the host
     # 3. Simplify, then weld the slabs.
     positions, faces = simplify(positions, faces, settings.face_budget)
+    mark("mesh.simplify")
     welded, slab_remap = weld(torch.from_numpy(positions))
     positions, faces = welded.numpy(), slab_remap.numpy()[faces]
+    mark("mesh.weld_slabs")
     # 4. Clean and orient.
     faces = orient_outward(positions, clean_faces(positions, faces))
     if len(faces) == 0:
         raise ValueError("the generator's mesh has no valid face left after cleaning")
+    mark("mesh.orient")
     # 5. Compact.
     positions, faces = _compact(positions, faces)
+    mark("mesh.compact")
     # 6. Output frame.
     positions_out, frame = fit_frame(torch.from_numpy(positions).to(device), settings.fit_margin)
     faces_t = torch.from_numpy(faces).to(device)
+    mark("mesh.frame")
     # 7. Normals.
     normals = vertex_normals(positions_out, faces_t)
+    mark("mesh.normals")
     elapsed_ms = (time.perf_counter() - start) * 1e3
     log.info(
         "mesh: %d faces -> %d faces, %d vertices, %.0f ms",

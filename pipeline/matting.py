@@ -1,8 +1,9 @@
 """Background removal for prompts that arrive without alpha, and the interface it plugs into.
 
 `Matting` is what prepare calls: rgb [H, W, 3] uint8 -> matte [H, W] float32 in [0, 1], or
-None when no object is found. `ClassicalMatting` needs no weights (OpenCV + numpy); a model
-(BiRefNet, later) implements the same protocol.
+None when no object is found. `ClassicalMatting` needs no weights (OpenCV + numpy);
+`pipeline.birefnet.BiRefNetMatting` (a model, pinned weights) implements the same protocol and
+falls back to the classical one. `make_matting` picks one from the MATTING setting.
 
 The classical method assumes what competition prompts look like: one object, roughly centred,
 whose background reaches the image border.
@@ -23,13 +24,21 @@ mean IoU of matte > 0.5 against alpha > 127 at the prompt's full resolution.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
 
-__all__ = ["ClassicalMatting", "Matting", "classical_matte"]
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.settings import PipelineSettings
+
+__all__ = ["ClassicalMatting", "Matting", "classical_matte", "make_matting"]
+
+log = logging.getLogger("pipeline.prepare")
 
 # Long side of the copy the colour analysis runs on. Mean IoU on white: 0.987 at 512,
 # 0.990 at 768, 0.991 at 1024 for 1.6x the time of 768.
@@ -101,6 +110,34 @@ class ClassicalMatting:
 
     def matte(self, rgb: np.ndarray) -> np.ndarray | None:
         return classical_matte(rgb)
+
+
+def make_matting(settings: PipelineSettings, device: torch.device) -> tuple[Matting, str]:
+    """(the matting MATTING asks for, why): classical; birefnet (or the load fails); auto =
+    BiRefNet when its pinned weights are found (fetched first with FETCH_WEIGHTS) and the device
+    is CUDA (on a CPU it takes seconds a prompt), else classical."""
+    if settings.matting == "classical":
+        return ClassicalMatting(), "MATTING=classical"
+    if settings.matting == "auto" and device.type != "cuda":
+        return ClassicalMatting(), f"MATTING=auto: BiRefNet only on CUDA (device {device})"
+    from pipeline.birefnet import BiRefNetMatting
+    from pipeline.weights import BIREFNET, ensure, weights_root
+
+    root = weights_root(settings.weights_dir)
+    explicit = settings.matting == "birefnet"
+    if ensure(root, (BIREFNET,), settings.fetch_weights):
+        why = f"BiRefNet weights ({BIREFNET.describe()}) missing in {root}"
+        if explicit:
+            raise RuntimeError(f"MATTING=birefnet: {why}")
+        return ClassicalMatting(), f"MATTING=auto: {why}"
+    try:
+        matting = BiRefNetMatting.load(BIREFNET.path(root), device)
+    except Exception as error:
+        if explicit:
+            raise
+        log.exception("BiRefNet failed to load")
+        return ClassicalMatting(), f"MATTING=auto: BiRefNet failed to load ({error})"
+    return matting, f"MATTING={settings.matting}: BiRefNet {BIREFNET.describe()} from {root}"
 
 
 def classical_matte(rgb: np.ndarray) -> np.ndarray | None:

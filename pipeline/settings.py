@@ -39,8 +39,39 @@ class PipelineSettings:
     crop_margin: float = setting(
         0.08, "empty border around the object in the prepared image, per side, as a fraction"
     )
+    # weights (pipeline/weights.py pins their revisions)
+    weights_dir: str = setting(
+        "~/.cache/image-to-mesh/weights",
+        "folder of the pinned model weights (TRELLIS.2-4B, its decoder, DINOv3, BiRefNet)",
+    )
+    fetch_weights: bool = setting(
+        False,
+        "download missing weights at their pinned revisions at start-up (DINOv3: needs HF_TOKEN)",
+    )
+    # prepare
+    matting: str = setting(
+        "auto",
+        "background removal without alpha: auto = BiRefNet when its weights are found and the "
+        "device is CUDA, else classical",
+        ("auto", "birefnet", "classical"),
+    )
     # generate
-    generator: str = setting("inflate", "the generator", ("inflate",))
+    generator: str = setting(
+        "auto",
+        "the generator: auto = trellis2 when it imports and its weights are found, else inflate",
+        ("auto", "trellis2", "inflate"),
+    )
+    trellis2_pipeline_type: str = setting(
+        "1024_cascade",
+        "TRELLIS.2 pipeline type (resolution of the shape)",
+        ("512", "1024", "1024_cascade", "1536_cascade"),
+    )
+    trellis2_ss_steps: int = setting(12, "TRELLIS.2 sparse-structure sampler steps")
+    trellis2_ss_guidance: float = setting(7.5, "TRELLIS.2 sparse-structure guidance strength")
+    trellis2_shape_steps: int = setting(12, "TRELLIS.2 shape sampler steps")
+    trellis2_shape_guidance: float = setting(7.5, "TRELLIS.2 shape guidance strength")
+    trellis2_tex_steps: int = setting(12, "TRELLIS.2 texture sampler steps")
+    trellis2_tex_guidance: float = setting(1.0, "TRELLIS.2 texture guidance strength")
     resolution: int = setting(384, "voxel grid resolution of the inflate generator")
     inflate_depth: float = setting(
         1.0, "depth of the inflated profile relative to a round cross-section"
@@ -78,6 +109,16 @@ class PipelineSettings:
             raise ValueError("metallic and roughness must lie in [0, 1]")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be 1..100, got {self.jpeg_quality}")
+        steps = (self.trellis2_ss_steps, self.trellis2_shape_steps, self.trellis2_tex_steps)
+        if min(steps) < 1:
+            raise ValueError(f"TRELLIS.2 sampler steps must be at least 1, got {steps}")
+        guidance = (
+            self.trellis2_ss_guidance,
+            self.trellis2_shape_guidance,
+            self.trellis2_tex_guidance,
+        )
+        if min(guidance) < 0:
+            raise ValueError(f"TRELLIS.2 guidance strengths must be >= 0, got {guidance}")
 
     @property
     def gutter(self) -> int:

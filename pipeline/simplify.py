@@ -2,7 +2,8 @@
 
 fast-simplification (MIT; Garland and Heckbert 1997, "Surface simplification using quadric
 error metrics", in Sven Forstmann's fast variant) runs on one core and keeps its working mesh
-in globals, so it is not thread-safe. The mesh is cut into slabs of equal face count across
+in globals, so it is not thread-safe: calls in this process hold a lock (the GPU worker and the
+CPU fallback may simplify at once). The mesh is cut into slabs of equal face count across
 its longest side; each slab is simplified in a worker process (a spawned pool, made once and
 kept) to its share of the budget with its border frozen, so the slabs' shared vertices keep
 their exact positions and weld back together. The seams keep their full density along one
@@ -38,6 +39,8 @@ MAX_SLABS = 16
 
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
+# fast-simplification's globals: one in-process call at a time.
+_inline_lock = threading.Lock()
 
 
 def _slab_count(face_count: int) -> int:
@@ -77,13 +80,14 @@ def _simplify_piece(
     """One compact piece (every vertex used) -> its simplified points and triangles."""
     import fast_simplification
 
-    points, triangles = fast_simplification.simplify(
-        positions.astype(np.float64),
-        faces.astype(np.int32),
-        target_count=max(budget, 1),
-        agg=AGGRESSIVENESS,
-        preserve_border=keep_border,
-    )
+    with _inline_lock:
+        points, triangles = fast_simplification.simplify(
+            positions.astype(np.float64),
+            faces.astype(np.int32),
+            target_count=max(budget, 1),
+            agg=AGGRESSIVENESS,
+            preserve_border=keep_border,
+        )
     return points.astype(np.float32), triangles.astype(np.int64)
 
 

@@ -83,6 +83,8 @@ async def _executor_ctx(app: web.Application) -> AsyncIterator[None]:
         prefetch_depth=settings.prefetch_depth if settings.prefetch else 0,
         cpu_workers=settings.cpu_workers,
         retry_after_s=settings.retry_after_s,
+        deadline_s=settings.deadline_s,
+        fallback_margin_s=settings.fallback_margin_s,
     )
     app[EXECUTOR_KEY] = executor
     loop = asyncio.get_running_loop()

@@ -63,6 +63,16 @@ class ServerSettings:
         True, "cancel a request's handler when its client disconnects (drops its queued job)"
     )
     log_level: str = setting("info", "logging level", ("debug", "info", "warning", "error"))
+    deadline_s: float = setting(
+        150.0,
+        "seconds from a request's arrival to its answer; a main generation (TRELLIS.2) that "
+        "would pass it is answered by the inflate fallback instead (0 = no deadline)",
+    )
+    fallback_margin_s: float = setting(
+        20.0,
+        "seconds before the deadline at which a still-running main generation is abandoned for "
+        "the fallback (inflate and post-processing on the CPU must fit in them)",
+    )
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -76,6 +86,13 @@ class ServerSettings:
             raise ValueError(f"default_seed must be 0..{SEED_MAX}, got {self.default_seed}")
         if self.retry_after_s < 0:
             raise ValueError(f"retry_after_s must be >= 0, got {self.retry_after_s}")
+        if self.deadline_s < 0 or self.fallback_margin_s < 0:
+            raise ValueError("deadline_s and fallback_margin_s must be >= 0")
+        if 0 < self.deadline_s <= self.fallback_margin_s:
+            raise ValueError(
+                f"fallback_margin_s ({self.fallback_margin_s}) must be under deadline_s "
+                f"({self.deadline_s})"
+            )
 
     @property
     def max_upload_bytes(self) -> int:

@@ -18,6 +18,19 @@ turn comes. Either way at most `prefetch_depth + 1` prepared images are held.
 Executor state (what `/health` reports): LOADING until `load()` and one `warm_up()` are done
 (jobs queue meanwhile), then HEALTHY; FAILED if either raised (waiting jobs fail with 503);
 STOPPED after shutdown.
+
+Deadline and fault guard, when the pipeline has a fallback (`has_fallback`: the main generator
+is TRELLIS.2, the fallback inflate on the CPU). A job's deadline is `deadline_s` after its
+request arrived. A CUDA generation cannot be interrupted safely, so the guard watches instead:
+  - the main generation raises (a CUDA OOM included; the pipeline has already released its
+    memory): the fallback answers the job;
+  - it is still running `fallback_margin_s` before the deadline (or the job was taken too late
+    to start it): the job is marked abandoned and the fallback answers it on its own thread
+    (`generate_fallback` touches no GPU state). The GPU thread finishes its call, stopping at the
+    next stage boundary, and its result is discarded; the next job's generation queues behind
+    it on the same thread, under its own deadline.
+Both are logged and counted (`fallbacks_error`, `fallbacks_deadline` on `GET /`); a fallback
+that fails too is a 500. Without a fallback, jobs run as they come and failures are 500s.
 """
 
 from __future__ import annotations
@@ -25,8 +38,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import itertools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -55,7 +70,12 @@ class GenerationPipeline(Protocol):
     def describe(self) -> dict[str, str]: ...
     def prepare(self, data: bytes) -> Any: ...
     def stage(self, prepared: Any) -> Any: ...
-    def generate(self, staged: Any, seed: int) -> Generation: ...
+    def generate(
+        self, staged: Any, seed: int, abandoned: threading.Event | None = None
+    ) -> Generation: ...
+
+    # With a fallback (`has_fallback` true): answers a job when `generate` fails or is late.
+    def generate_fallback(self, staged: Any, seed: int) -> Generation: ...
 
 
 class State(enum.StrEnum):
@@ -70,8 +90,9 @@ class JobTimings:
     wait_s: float = 0.0  # queued -> taken by the worker
     prepare_s: float = 0.0  # prepare + stage on the CPU pool
     prepare_wait_s: float = 0.0  # taken -> prepared: ~0 when the prefetch finished in time
-    generate_s: float = 0.0  # generate on the GPU thread
+    generate_s: float = 0.0  # generate on the GPU thread (or the fallback's, when it answered)
     prefetched: bool = False  # prepare started while the job was still waiting
+    fallback: str = ""  # why the fallback answered: "error", "deadline"; "" = it did not
 
 
 _DURATIONS = ("wait_s", "prepare_s", "prepare_wait_s", "generate_s")
@@ -92,6 +113,7 @@ class _Job:
     is_gone: Callable[[], bool]  # True once the client has disconnected
     future: asyncio.Future[JobResult]
     queued_at: float = field(default_factory=time.perf_counter)
+    arrived_at: float = 0.0  # perf_counter when its request arrived (the deadline's origin)
     staging: asyncio.Future[tuple[Any, float]] | None = None  # (staged image, seconds)
     timings: JobTimings = field(default_factory=JobTimings)
 
@@ -103,6 +125,8 @@ class _Counters:
     jobs_rejected_input: int = 0  # 4xx found by prepare (not an image, too many pixels ...)
     rejected_busy: int = 0  # queue full
     dropped_disconnected: int = 0  # client gone before its job started
+    fallbacks_error: int = 0  # the main generator raised (CUDA OOM included): fallback answered
+    fallbacks_deadline: int = 0  # the main generator would have passed the deadline: likewise
 
 
 def _rounded(values: dict[str, Any]) -> dict[str, Any]:
@@ -118,8 +142,11 @@ class Executor:
         prefetch_depth: int,
         cpu_workers: int,
         retry_after_s: int,
+        deadline_s: float = 0.0,
+        fallback_margin_s: float = 0.0,
     ) -> None:
-        """`make_pipeline` runs on the GPU thread before `load()`; `prefetch_depth` 0 = off."""
+        """`make_pipeline` runs on the GPU thread before `load()`; `prefetch_depth` 0 = off;
+        `deadline_s` 0 = no deadline (the fault guard still applies)."""
         self._make_pipeline = make_pipeline
         self.pipeline: GenerationPipeline | None = None  # set once made, before HEALTHY
         self.state = State.LOADING
@@ -128,8 +155,11 @@ class Executor:
         self._queue_size = queue_size
         self._prefetch_depth = prefetch_depth
         self._retry_after_s = retry_after_s
+        self._deadline_s = deadline_s
+        self._fallback_margin_s = fallback_margin_s
         self._cpu_pool = ThreadPoolExecutor(cpu_workers, thread_name_prefix="prepare")
         self._gpu_pool = ThreadPoolExecutor(1, thread_name_prefix="gpu-worker")
+        self._fallback_pool = ThreadPoolExecutor(1, thread_name_prefix="fallback")
         self._waiting: deque[_Job] = deque()
         self._current: _Job | None = None
         self._last: JobTimings | None = None
@@ -143,17 +173,30 @@ class Executor:
     # -- front end (handlers) ---------------------------------------------------------------
 
     async def run(
-        self, data: bytes, seed: int, is_gone: Callable[[], bool] = lambda: False
+        self,
+        data: bytes,
+        seed: int,
+        is_gone: Callable[[], bool] = lambda: False,
+        arrived_at: float | None = None,
     ) -> JobResult:
-        """Queue a job and wait for its result; raises its ServiceError (4xx/5xx/503)."""
-        job = self._enqueue(data, seed, is_gone)
+        """Queue a job and wait for its result; raises its ServiceError (4xx/5xx/503).
+
+        `arrived_at`: perf_counter when the request arrived (default: now), the deadline's origin.
+        """
+        job = self._enqueue(data, seed, is_gone, arrived_at)
         try:
             return await job.future
         except asyncio.CancelledError:  # the handler was cancelled: its client went away
             self._abandon(job)
             raise
 
-    def _enqueue(self, data: bytes, seed: int, is_gone: Callable[[], bool]) -> _Job:
+    def _enqueue(
+        self,
+        data: bytes,
+        seed: int,
+        is_gone: Callable[[], bool],
+        arrived_at: float | None = None,
+    ) -> _Job:
         """Queue a job, or raise: 503 ServerBusy when full, 503 when failed or stopping."""
         if not self._accepting:
             raise ServiceUnavailable("the server is shutting down", headers=self._retry_header())
@@ -168,6 +211,7 @@ class Executor:
                 retry_after=self._retry_after_s,
             )
         job = _Job(next(self._ids), data, seed, is_gone, asyncio.get_running_loop().create_future())
+        job.arrived_at = job.queued_at if arrived_at is None else arrived_at
         self._waiting.append(job)
         self._wakeup.set()
         self._fill_prefetch()
@@ -218,6 +262,7 @@ class Executor:
             log.info("stopping: the GPU thread finishes its current call first")
         self._cpu_pool.shutdown(wait=False, cancel_futures=True)
         self._gpu_pool.shutdown(wait=False, cancel_futures=True)
+        self._fallback_pool.shutdown(wait=False, cancel_futures=True)
 
     # -- the busy loop --------------------------------------------------------------------
 
@@ -279,7 +324,6 @@ class Executor:
         return None
 
     async def _step(self, job: _Job) -> None:
-        loop = asyncio.get_running_loop()
         timings = job.timings
         taken = time.perf_counter()
         timings.wait_s = taken - job.queued_at
@@ -297,12 +341,10 @@ class Executor:
             if self._is_abandoned(job):  # gone while its image was being prepared
                 self._drop(job)
                 return
-            # 2. Generate on the GPU thread.
+            # 2. Generate on the GPU thread (guarded when there is a fallback).
             started = time.perf_counter()
             try:
-                generation = await loop.run_in_executor(
-                    self._gpu_pool, self._loaded().generate, staged, job.seed
-                )
+                generation = await self._generate(job, staged)
             except Exception as exc:
                 self._fail(job, exc, "generate")
                 return
@@ -311,6 +353,64 @@ class Executor:
             self._resolve(job, JobResult(job.id, generation, timings))
         finally:
             self._current = None
+
+    async def _generate(self, job: _Job, staged: Any) -> Generation:
+        """The main generation; with a fallback, the fallback's answer when it fails or is late."""
+        loop = asyncio.get_running_loop()
+        pipeline = self._loaded()
+        if not getattr(pipeline, "has_fallback", False):
+            return await loop.run_in_executor(self._gpu_pool, pipeline.generate, staged, job.seed)
+        # 1. The main generation, watched until `fallback_margin_s` before the deadline.
+        budget = self._time_left(job)
+        reason = "deadline"
+        if budget is None or budget > 0:
+            abandoned = threading.Event()
+            main = loop.run_in_executor(
+                self._gpu_pool, pipeline.generate, staged, job.seed, abandoned
+            )
+            done, _ = await asyncio.wait({main}, timeout=budget)
+            if main in done:
+                error = main.exception()
+                if error is None:
+                    return main.result()
+                if isinstance(error, ServiceError) and error.status < 500:
+                    raise error
+                reason = "error"
+                log.warning(
+                    "job %d: the main generation failed (%s); fallback answers", job.id, error
+                )
+            else:
+                abandoned.set()
+                main.add_done_callback(functools.partial(self._discarded, job.id))
+        # 2. The fallback answers.
+        if reason == "deadline":
+            log.warning(
+                "job %d: %.1f s since arrival, the main generation would pass the %g s deadline;"
+                " fallback answers",
+                job.id,
+                time.perf_counter() - job.arrived_at,
+                self._deadline_s,
+            )
+            self.counters.fallbacks_deadline += 1
+        else:
+            self.counters.fallbacks_error += 1
+        job.timings.fallback = reason
+        return await loop.run_in_executor(
+            self._fallback_pool, pipeline.generate_fallback, staged, job.seed
+        )
+
+    def _time_left(self, job: _Job) -> float | None:
+        """Seconds until the main generation must give way (None: no deadline)."""
+        if self._deadline_s <= 0:
+            return None
+        give_way = job.arrived_at + self._deadline_s - self._fallback_margin_s
+        return give_way - time.perf_counter()
+
+    @staticmethod
+    def _discarded(job_id: int, main: asyncio.Future[Any]) -> None:
+        """The abandoned main generation of `job_id` ended: its result goes nowhere."""
+        outcome = "cancelled" if main.cancelled() else repr(main.exception() or "a result")
+        log.info("job %d: the abandoned main generation ended (%s), discarded", job_id, outcome)
 
     # -- helpers --------------------------------------------------------------------------
 

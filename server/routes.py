@@ -2,7 +2,7 @@
 
 POST /generate  multipart (prompt_image_file, seed) -> the GLB, headers sent once it is final
 GET  /health    200 healthy | 503 loading / failed / stopped (the executor's stored state)
-GET  /          name, version, generator, device, status, settings, counters
+GET  /          name, version, generator (and why), matting, device, status, settings, counters
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
         )
         seed = upload.seed
         result = await request.app[EXECUTOR_KEY].run(
-            upload.image, upload.seed, is_gone=lambda: _client_gone(request)
+            upload.image, upload.seed, is_gone=lambda: _client_gone(request), arrived_at=received
         )
         elapsed = time.perf_counter() - received
         size = result.generation.glb.size
@@ -161,4 +161,6 @@ def _log_request(
             f"prepare_wait={t.prepare_wait_s:.3f}s generate={t.generate_s:.3f}s "
             f"prefetched={t.prefetched}"
         )
+        if t.fallback:
+            line += f" fallback={t.fallback}"
     log.log(logging.INFO if status < 500 else logging.WARNING, line)

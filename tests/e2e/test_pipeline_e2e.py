@@ -72,7 +72,9 @@ if torch.cuda.is_available():
 @pytest.fixture(scope="module", params=DEVICES)
 def pipeline(request: pytest.FixtureRequest) -> Pipeline:
     """The CPU path everywhere; the CUDA path too where a GPU is present (`-m gpu` there)."""
-    pipe = Pipeline(PipelineSettings(device=request.param))
+    pipe = Pipeline(
+        PipelineSettings(device=request.param, generator="inflate", matting="classical")
+    )
     pipe.load()
     return pipe
 

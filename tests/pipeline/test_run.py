@@ -9,6 +9,7 @@ import json
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,22 @@ import torch
 from PIL import Image
 
 from pipeline.__main__ import main
-from pipeline.errors import UnsupportedMediaType
-from pipeline.run import Generation, Pipeline, StagedImage, resolve_device, warm_up_image
+from pipeline.errors import GenerationFailed, UnsupportedMediaType
+from pipeline.run import (
+    Generation,
+    GenerationAbandoned,
+    Pipeline,
+    StagedImage,
+    resolve_device,
+    warm_up_image,
+)
 from pipeline.settings import PipelineSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGES = {"prepare", "generate", "mesh", "atlas", "bake", "glb"}
 SMALL = {
+    "generator": "inflate",  # explicit: the tests' path, whatever is installed
+    "matting": "classical",
     "image_size": 96,
     "resolution": 32,
     "face_budget": 600,
@@ -155,7 +165,12 @@ def test_warm_up_runs_the_built_in_ring(pipeline: Pipeline) -> None:
 
 
 def test_describe_and_devices(pipeline: Pipeline) -> None:
-    assert pipeline.describe() == {"generator": "inflate", "device": "cpu"}
+    described = pipeline.describe()
+    assert (described["generator"], described["device"]) == ("inflate", "cpu")
+    assert (described["fallback"], described["matting"]) == ("none", "classical")
+    assert described["generator_selection"] == "GENERATOR=inflate"
+    assert described["matting_selection"] == "MATTING=classical"
+    assert not pipeline.has_fallback
     assert resolve_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
         assert resolve_device("auto") == torch.device("cpu")
@@ -217,3 +232,98 @@ def test_a_bad_setting_is_a_usage_error(pair: str, tmp_path: Path, capsys) -> No
     error = capsys.readouterr().err
     assert error.startswith("usage:")
     assert not (tmp_path / "out.glb").exists()
+
+
+# --- with TRELLIS.2 (the fake package): the fallback and the failure path ----------------------
+
+
+@pytest.fixture
+def trellis_pipeline(fake_trellis2) -> Pipeline:
+    chosen = small_settings(
+        generator="trellis2", weights_dir=str(fake_trellis2.weights), trellis2_pipeline_type="512"
+    )
+    loaded = Pipeline(chosen)
+    loaded.load()
+    return loaded
+
+
+def test_warm_up_runs_trellis2_then_the_fallback(trellis_pipeline, fake_trellis2, monkeypatch):
+    fallbacks = []
+    original = Pipeline.generate_fallback
+
+    def counted(self, staged, seed):
+        fallbacks.append(seed)
+        return original(self, staged, seed)
+
+    monkeypatch.setattr(Pipeline, "generate_fallback", counted)
+    result = trellis_pipeline.warm_up()
+    assert result.generator == "trellis2" and result.seed == 0
+    assert [call["seed"] for call in fake_trellis2.hooks.calls] == [0]
+    assert fallbacks == [0]
+    assert trellis_pipeline.has_fallback
+    assert trellis_pipeline.describe()["fallback"] == "inflate (fallback) on the CPU"
+
+
+def test_the_fallback_is_inflate_on_the_cpu(trellis_pipeline, fake_trellis2):
+    staged = trellis_pipeline.stage(trellis_pipeline.prepare(png_bytes()))
+    assert staged.host is staged.prepared  # on a CPU the host copy is the image itself
+    result = trellis_pipeline.generate_fallback(staged, seed=9)
+    assert result.generator == "inflate (fallback)" and result.seed == 9
+    assert set(result.timings_ms) == STAGES - {"prepare"}
+    assert fake_trellis2.hooks.calls == []  # TRELLIS.2 was not asked
+    document, _ = glb_document(result.glb.to_bytes())
+    assert document["accessors"][0]["count"] > 0
+
+
+def test_a_cuda_oom_releases_memory_and_fails_the_generation(
+    trellis_pipeline, fake_trellis2, monkeypatch
+):
+    import pipeline.run as run_module
+
+    released = []
+    monkeypatch.setattr(run_module, "_release_memory", released.append)
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    fake_trellis2.hooks.failures.append(oom)
+    staged = trellis_pipeline.stage(trellis_pipeline.prepare(png_bytes()))
+    with pytest.raises(GenerationFailed, match="generate failed: OutOfMemoryError: CUDA out of"):
+        trellis_pipeline.generate(staged, seed=1)
+    assert released == [trellis_pipeline.device]
+    # The next generation runs as if nothing happened.
+    assert trellis_pipeline.generate(staged, seed=1).generator == "trellis2"
+
+
+def test_an_abandoned_generation_stops_at_the_next_stage_boundary(
+    trellis_pipeline, fake_trellis2, monkeypatch
+):
+    import pipeline.run as run_module
+
+    def no_post_processing(*args, **kwargs):
+        raise AssertionError("an abandoned generation must not be post-processed")
+
+    monkeypatch.setattr(run_module, "process_mesh", no_post_processing)
+    staged = trellis_pipeline.stage(trellis_pipeline.prepare(png_bytes()))
+    abandoned = threading.Event()
+    abandoned.set()
+    with pytest.raises(GenerationAbandoned, match="before it started"):
+        trellis_pipeline.generate(staged, 2, abandoned)
+    assert fake_trellis2.hooks.calls == []
+    # Abandoned while TRELLIS.2 runs: it finishes its call, then stops.
+    hooks = fake_trellis2.hooks
+    hooks.gate = threading.Event()
+    abandoned = threading.Event()
+    outcome: list[BaseException] = []
+
+    def generate() -> None:
+        try:
+            trellis_pipeline.generate(staged, 2, abandoned)
+        except BaseException as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    assert hooks.started.wait(10)
+    abandoned.set()
+    hooks.gate.set()
+    worker.join(30)
+    assert hooks.runs_ended == 1
+    assert len(outcome) == 1 and isinstance(outcome[0], GenerationAbandoned)

@@ -49,11 +49,17 @@ async def start_app(aiohttp_client: Any) -> AsyncIterator[StartApp]:
 
 @pytest_asyncio.fixture
 async def start_executor() -> AsyncIterator[Callable[..., Awaitable[Executor]]]:
-    """`await start_executor(fake, healthy=True, queue_size=4, prefetch_depth=1)`."""
+    """`await start_executor(fake, healthy=True, queue_size=4, prefetch_depth=1, **guard)`
+    (guard: deadline_s, fallback_margin_s)."""
     started: list[tuple[Executor, FakePipeline]] = []
 
     async def start(
-        fake: FakePipeline, *, healthy: bool = True, queue_size: int = 4, prefetch_depth: int = 1
+        fake: FakePipeline,
+        *,
+        healthy: bool = True,
+        queue_size: int = 4,
+        prefetch_depth: int = 1,
+        **guard: float,
     ) -> Executor:
         executor = Executor(
             lambda: fake,
@@ -61,6 +67,7 @@ async def start_executor() -> AsyncIterator[Callable[..., Awaitable[Executor]]]:
             prefetch_depth=prefetch_depth,
             cpu_workers=2,
             retry_after_s=7,
+            **guard,
         )
         started.append((executor, fake))
         executor.start()

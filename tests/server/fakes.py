@@ -6,6 +6,8 @@ by a sleep, and fails on demand the way the real pipeline does:
   - prepare: data without an image signature -> UnsupportedMediaType (415);
              data containing b"crash-prepare" -> RuntimeError (an unexpected bug);
   - generate: data containing b"boom" -> RuntimeError.
+With `fallback=True` it also has the fallback the executor guards TRELLIS.2 with
+(`generate_fallback`, recorded as "fallback"); `generate_times` slows chosen jobs down.
 Every gate wait has a timeout, so a test that forgets to open one fails instead of hanging.
 """
 
@@ -71,6 +73,7 @@ class FakeGeneration:
     matte_source: str = "alpha"
     timings_ms: dict[str, float] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
+    generator: str = "fake"
 
 
 @dataclass(frozen=True)
@@ -80,12 +83,13 @@ class _FakePrepared:
 
 @dataclass(frozen=True)
 class Call:
-    name: str  # load, warm_up, prepare, stage, generate
+    name: str  # load, warm_up, prepare, stage, generate, fallback
     data: bytes | None
     seed: int | None  # generate's seed
     thread: int
     start: float
     end: float
+    abandoned: bool = False  # generate: its abandoned event was set when it ended
 
 
 class FakePipeline:
@@ -98,11 +102,16 @@ class FakePipeline:
         load_error: Exception | None = None,
         describe_error: Exception | None = None,
         gated: tuple[str, ...] = (),
+        fallback: bool = False,
+        generate_times: dict[bytes, float] | None = None,
     ) -> None:
-        """`gated` names the calls ("load", "warm_up", "generate") that wait for `open()`."""
+        """`gated` names the calls ("load", "warm_up", "generate") that wait for `open()`;
+        `generate_times`: data -> seconds its generate takes (instead of `generate_s`)."""
         self.settings = PipelineSettings(device="cpu")
         self.glb = glb or small_glb()
         self.generate_s = generate_s
+        self.generate_times = generate_times or {}
+        self.has_fallback = fallback
         self.prepare_s = prepare_s or {}  # data -> seconds its prepare takes
         self.load_error = load_error
         self.describe_error = describe_error
@@ -168,14 +177,16 @@ class FakePipeline:
         with self._record("stage", prepared.data):
             return prepared
 
-    def generate(self, staged: _FakePrepared, seed: int) -> FakeGeneration:
+    def generate(
+        self, staged: _FakePrepared, seed: int, abandoned: threading.Event | None = None
+    ) -> FakeGeneration:
         with self._lock:
             self.inside_generate += 1
             self.max_inside_generate = max(self.max_inside_generate, self.inside_generate)
         try:
-            with self._record("generate", staged.data, seed):
+            with self._record("generate", staged.data, seed, abandoned):
                 self._wait("generate")
-                time.sleep(self.generate_s)
+                time.sleep(self.generate_times.get(staged.data, self.generate_s))
                 if b"boom" in staged.data:
                     raise RuntimeError("CUDA error: an illegal memory access (fake)")
                 return FakeGeneration(self.glb, seed)
@@ -183,21 +194,43 @@ class FakePipeline:
             with self._lock:
                 self.inside_generate -= 1
 
+    def generate_fallback(self, staged: _FakePrepared, seed: int) -> FakeGeneration:
+        if not self.has_fallback:
+            raise AssertionError("the executor asked a pipeline without a fallback for one")
+        with self._record("fallback", staged.data, seed):
+            if b"fallback-fails" in staged.data:
+                raise RuntimeError("the fallback failed too (fake)")
+            return FakeGeneration(self.glb, seed, generator="fallback")
+
     # -- internals ----------------------------------------------------------------------
 
     def _wait(self, name: str) -> None:
         if not self.gates[name].wait(GATE_TIMEOUT_S):
             raise TimeoutError(f"the test never opened the {name!r} gate")
 
-    def _record(self, name: str, data: bytes | None, seed: int | None = None) -> _Recorder:
-        return _Recorder(self, name, data, seed)
+    def _record(
+        self,
+        name: str,
+        data: bytes | None,
+        seed: int | None = None,
+        abandoned: threading.Event | None = None,
+    ) -> _Recorder:
+        return _Recorder(self, name, data, seed, abandoned)
 
 
 class _Recorder:
     """Context manager: marks a call started on entry, records it (even if it raised)."""
 
-    def __init__(self, fake: FakePipeline, name: str, data: bytes | None, seed: int | None) -> None:
+    def __init__(
+        self,
+        fake: FakePipeline,
+        name: str,
+        data: bytes | None,
+        seed: int | None,
+        abandoned: threading.Event | None = None,
+    ) -> None:
         self.fake, self.name, self.data, self.seed = fake, name, data, seed
+        self.abandoned = abandoned
 
     def __enter__(self) -> None:
         self.start = time.perf_counter()
@@ -206,7 +239,9 @@ class _Recorder:
 
     def __exit__(self, *exc_info: object) -> None:
         end = time.perf_counter()
-        call = Call(self.name, self.data, self.seed, threading.get_ident(), self.start, end)
+        abandoned = self.abandoned is not None and self.abandoned.is_set()
+        thread = threading.get_ident()
+        call = Call(self.name, self.data, self.seed, thread, self.start, end, abandoned)
         with self.fake._lock:
             self.fake.calls.append(call)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 
@@ -64,6 +66,9 @@ def test_flags_beat_the_environment():
         {"prefetch_depth": 0},
         {"cpu_workers": 0},
         {"queue_size": -1},
+        {"deadline_s": -1.0},
+        {"fallback_margin_s": -1.0},
+        {"deadline_s": 20.0, "fallback_margin_s": 20.0},
     ],
 )
 def test_invalid_values_are_refused(change):
@@ -79,6 +84,18 @@ def test_malformed_environment_variable_names_itself():
 def test_every_setting_has_help_for_the_readme():
     for field in dataclasses.fields(ServerSettings):
         assert len(field.metadata["help"]) > 10, field.name
+
+
+def test_the_readme_settings_table_lists_every_setting():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", readme, flags=re.MULTILINE))
+    for cls in (ServerSettings, PipelineSettings):
+        for field in dataclasses.fields(cls):
+            assert field.name.upper() in rows, f"README's settings table lacks {field.name.upper()}"
+
+
+def test_a_deadline_of_zero_turns_the_guard_off():
+    assert ServerSettings(deadline_s=0.0, fallback_margin_s=20.0).deadline_s == 0.0
 
 
 def test_make_app_refuses_a_bad_pipeline_variable_at_once(monkeypatch):

@@ -1,0 +1,3 @@
+from .mesh import MeshWithVoxel
+
+__all__ = ["MeshWithVoxel"]

@@ -276,7 +276,7 @@ if triton is not None:
     # that a clamped cell plus any offset (at most SEARCH_RADIUS) is still outside the grid.
     _MARGIN = tl.constexpr(64.0)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["N"])  # sizes vary per asset: one compile
     def _build_kernel(voxel_coords, table, slot_mask, N, BLOCK: tl.constexpr):
         """voxel_coords [N, 3] int32 -> table [slot_mask + 1] int32 (lowest row per voxel)."""
         row = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -299,7 +299,7 @@ if triton is not None:
         """An integral float32 -> int32 cell, clamped to [-_MARGIN, R + _MARGIN]."""
         return tl.minimum(tl.maximum(value, -_MARGIN), R + _MARGIN).to(tl.int32)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["M"])  # sizes vary per asset: one compile
     def _blend_kernel(
         points, voxel_coords, attrs, table, slot_mask, result, missing, M, R, C: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -358,7 +358,7 @@ if triton is not None:
         rounded = (q + 12582912.0) - 12582912.0
         return tl.where(tl.abs(q) < 4194304.0, rounded, q)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["K"])  # sizes vary per asset: one compile
     def _search_kernel(
         points, voxel_coords, attrs, table, slot_mask, missing, result, found, K, R, limit,
         C: tl.constexpr, RADIUS: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,

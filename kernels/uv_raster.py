@@ -255,7 +255,7 @@ def _fits_triton(F: int, W: int, H: int) -> bool:
 
 if triton is not None:
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["F"])  # sizes vary per asset: one compile
     def _faces_kernel(
         uvs_ptr,  # [V, 2] float32
         faces_ptr,  # [F, 3] int32 or int64
@@ -324,7 +324,7 @@ if triton is not None:
         quotient = tl.div_rn(raw, tl.where(total < 1e-30, 1e-30, total))  # IEEE, like torch
         return tl.where(total > 0, quotient, 1.0 / 3.0)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["F", "search_steps"])  # sizes vary per asset: one compile
     def _cover_kernel(
         corners_ptr,  # [F, 6] float32 from _faces_kernel
         boxes_ptr,  # [F, 4] int32 from _faces_kernel
@@ -430,7 +430,7 @@ if triton is not None:
                 tl.atomic_add(claims_ptr + texel, 1, mask=strictly, sem="relaxed")
             base += stride
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["F"])  # sizes vary per asset: one compile
     def _finish_kernel(
         best_ptr,  # [H * W] int32
         face_ids_ptr,  # out [H * W] int64

@@ -159,7 +159,7 @@ def _weld_triton(positions: torch.Tensor, tolerance: float) -> tuple[torch.Tenso
 if triton is not None:
     from kernels.hash_table import insert, load_key
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["V"])  # sizes vary per asset: one compile
     def _weld_insert_kernel(
         positions, table, slot_mask, cell_ptr, slot_of, V, RULE: tl.constexpr, BLOCK: tl.constexpr
     ):
@@ -171,7 +171,7 @@ if triton is not None:
         slot = insert(table, slot_mask, positions, i, k0, k1, k2, live, RULE, cell)
         tl.store(slot_of + i, slot, mask=live)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["V"])  # sizes vary per asset: one compile
     def _weld_representative_kernel(
         table, slot_of, representative, is_representative, V, BLOCK: tl.constexpr
     ):
@@ -182,7 +182,7 @@ if triton is not None:
         tl.store(representative + i, rep, mask=live)
         tl.store(is_representative + i, (rep == i).to(tl.int32), mask=live)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["V"])  # sizes vary per asset: one compile
     def _weld_write_kernel(
         positions, representative, counts, unique, remap, V, BLOCK: tl.constexpr
     ):

@@ -31,6 +31,7 @@ from pipeline.charts import (
     segment_charts,
 )
 from pipeline.packing import pack_rectangles
+from pipeline.profiling import mark
 from pipeline.settings import PipelineSettings
 from pipeline.topology import manifold_pairs
 from pipeline.types import Mesh, UVMesh
@@ -83,9 +84,11 @@ def box_atlas(
     """positions [V, 3], faces [F, 3] -> chart per face [F], corner UVs [F, 3, 2] in [0, 1],
     and the conservative raster of the final layout, for the bake to reuse."""
     charts = segment_charts(positions, faces)
+    mark("atlas.segment")
     # Local fold-overs are found without a texel grid; the raster below catches the rest.
     isolated = pleated_faces(project_charts(positions, faces, charts), faces, charts)
     charts = isolate_faces(charts, isolated)
+    mark("atlas.pleats")
     soup = torch.arange(3 * len(faces), device=device).reshape(-1, 3)
     for _ in range(MAX_LAYOUT_ROUNDS):
         texels = _place(project_charts(positions, faces, charts), charts, size, gutter)
@@ -103,6 +106,7 @@ def box_atlas(
             int(overlapping.sum()),
             MAX_LAYOUT_ROUNDS,
         )
+    mark("atlas.layout")  # every round of packing, raster and overlap isolation
     u, v = texels[:, 1] - texels[:, 0], texels[:, 2] - texels[:, 0]
     area = 0.5 * np.abs(u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0])
     stats = {
@@ -194,6 +198,7 @@ def unwrap(mesh: Mesh, settings: PipelineSettings) -> UVMesh:
         positions, faces, settings.texture_size, settings.gutter, mesh.positions.device
     )
     new_positions, normals, uvs, new_faces = _split_seams(mesh, chart, corner_uvs)
+    mark("atlas.seams")
     log.info(
         "atlas box: %d faces -> %d charts, %d vertices, utilisation %.2f, %.0f ms",
         len(faces),

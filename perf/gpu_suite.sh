@@ -6,12 +6,7 @@
 # perf/README.md):   bash perf/gpu_suite.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_suite}
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONUNBUFFERED=1
+. "$(dirname "$0")/device_env.sh"
 REPEAT=${REPEAT:-5}
 COUNT=${COUNT:-24}
 PROMPTS=${PROMPTS:-../shared/data/prompts}

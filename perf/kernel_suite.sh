@@ -6,13 +6,7 @@
 # perf/README.md):   COMMIT=$(git rev-parse --short HEAD) bash perf/kernel_suite.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/kernel_suite}
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONUNBUFFERED=1
-unset TRITON_INTERPRET
+. "$(dirname "$0")/device_env.sh"
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"

@@ -15,13 +15,7 @@
 # GENERATOR (inflate); every other server or pipeline setting passes through the environment.
 set -uo pipefail
 OUT=${OUT:-/tmp/server_suite}
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONUNBUFFERED=1
-unset TRITON_INTERPRET
+. "$(dirname "$0")/device_env.sh"
 export GENERATOR=${GENERATOR:-inflate}
 export COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 COUNT=${COUNT:-24}

@@ -11,6 +11,8 @@ texel centre lies strictly inside it and strictly inside another face. Row y = 0
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -121,10 +123,17 @@ def exact_raster(
 
 
 def run(
-    uvs: np.ndarray, faces: np.ndarray, width: int, height: int, conservative: bool, device: str
+    uvs: np.ndarray,
+    faces: np.ndarray,
+    width: int,
+    height: int,
+    conservative: bool,
+    device: str,
+    raster_fn: Callable[..., UVRaster] = uv_raster,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The kernel on `device`, results back as numpy (face_ids, barycentrics, overlapping)."""
-    raster = uv_raster(
+    """`raster_fn` (the public op by default) on `device`, checked for shapes and dtypes,
+    results back as numpy (face_ids, barycentrics, overlapping)."""
+    raster = raster_fn(
         torch.from_numpy(uvs).to(device),
         torch.from_numpy(faces).to(device),
         width,
@@ -440,18 +449,12 @@ def run_triton(
 def run_torch_path(
     uvs: np.ndarray, faces: np.ndarray, width: int, height: int, conservative: bool, device: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    raster = _uv_raster_torch(
-        torch.from_numpy(uvs).float().to(device),
-        torch.from_numpy(faces).long().to(device),
-        width,
-        height,
-        conservative,
-    )
-    return (
-        raster.face_ids.cpu().numpy(),
-        raster.barycentrics.cpu().numpy(),
-        raster.overlapping.cpu().numpy(),
-    )
+    """The torch twin, whatever the device (the public op would send CUDA to Triton)."""
+
+    def torch_twin(u: torch.Tensor, f: torch.Tensor, *args: object) -> UVRaster:
+        return _uv_raster_torch(u.float(), f.long(), *args)
+
+    return run(uvs, faces, width, height, conservative, device, raster_fn=torch_twin)
 
 
 def assert_identical(got: tuple, expected: tuple) -> None:

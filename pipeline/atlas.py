@@ -182,7 +182,7 @@ def _xatlas(mesh: Mesh, settings: PipelineSettings) -> UVMesh | None:
         normals=mesh.normals[source],
         uvs=torch.from_numpy(uvs).to(mesh.positions.device),
         frame=mesh.frame,
-        stats={"charts": -1.0},
+        stats={"charts": -1.0, "xatlas": 1.0},
     )
 
 

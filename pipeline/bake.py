@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -22,42 +23,59 @@ from kernels.dilate import dilate
 from kernels.field_sample import field_sample
 from kernels.uv_raster import UVRaster, uv_raster
 from pipeline.settings import PipelineSettings
-from pipeline.types import RawAsset, TexturedMesh, UVMesh
+from pipeline.types import Frame, RawAsset, TexturedMesh, UVMesh
 
-__all__ = ["bake"]
+__all__ = ["ColourSource", "bake", "bake_texture", "field_colour"]
 
 log = logging.getLogger("pipeline.bake")
 
 
-def bake(mesh: UVMesh, asset: RawAsset, settings: PipelineSettings) -> TexturedMesh:
-    start = time.perf_counter()
-    size = settings.texture_size
-    device = mesh.positions.device
+# A colour source: (face ids [T], barycentrics [T, 3], points [T, 3] in the output frame) ->
+# colours [T, 3] in [0, 1]. The bake reads the generator's voxel field; perf/quality.py also
+# re-bakes meshes that carry their own texture, from that texture.
+ColourSource = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def field_colour(asset: RawAsset, frame: Frame, device: torch.device) -> ColourSource:
+    """The voxel field's base colour at each point, taken back into the asset's frame."""
+    coords, colours = asset.coords.to(device), asset.attrs[:, :3].to(device)
+
+    def colour(face: torch.Tensor, bary: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        return field_sample(coords, colours, asset.resolution, frame.to_asset(points))
+
+    return colour
+
+
+def bake_texture(mesh: UVMesh, size: int, colour: ColourSource) -> torch.Tensor:
+    """The [size, size, 3] float32 texture: every covered texel from `colour`, the rest from
+    the nearest covered texel."""
     # 1. Coverage.
     raster: UVRaster = mesh.raster
     if raster is None or raster.face_ids.shape != (size, size):
         raster = uv_raster(mesh.uvs, mesh.faces, size, size, conservative=True)
     covered = raster.face_ids >= 0  # [H, W]
     face = raster.face_ids[covered]  # [T]
-    # 2. Texel -> surface point -> the asset's frame.
+    barycentrics = raster.barycentrics[covered]  # [T, 3]
+    # 2. Texel -> surface point.
     corners = mesh.positions[mesh.faces[face]]  # [T, 3, 3]
-    points = (raster.barycentrics[covered][:, :, None] * corners).sum(1)
-    points = mesh.frame.to_asset(points)
-    # 3. Colour from the field.
-    colour = field_sample(
-        asset.coords.to(device), asset.attrs[:, :3].to(device), asset.resolution, points
-    )
-    texture = torch.zeros(size, size, 3, dtype=torch.float32, device=device)
-    texture[covered] = colour.clamp(0, 1)
+    points = (barycentrics[:, :, None] * corners).sum(1)
+    # 3. Colour there.
+    texture = torch.zeros(size, size, 3, dtype=torch.float32, device=mesh.positions.device)
+    texture[covered] = colour(face, barycentrics, points).float().clamp(0, 1)
     # 4. Fill the rest from the nearest covered texel.
-    texture = dilate(texture, covered)
+    return dilate(texture, covered)
+
+
+def bake(mesh: UVMesh, asset: RawAsset, settings: PipelineSettings) -> TexturedMesh:
+    start = time.perf_counter()
+    size = settings.texture_size
+    texture = bake_texture(mesh, size, field_colour(asset, mesh.frame, mesh.positions.device))
     base_color = (texture * 255 + 0.5).to(torch.uint8).cpu().numpy()
     log.info(
-        "bake: %d faces -> %dx%d texture, %.1f%% texels covered, %.0f ms",
+        "bake: %d faces -> %dx%d texture, %.0f ms",
         len(mesh.faces),
         size,
         size,
-        100 * float(covered.float().mean()),
         (time.perf_counter() - start) * 1e3,
     )
     return TexturedMesh(

@@ -1,22 +1,27 @@
 """The atlas stage: cut the mesh into charts and lay them out in one square texture.
 
 Methods (settings.atlas_method):
-- "box" (default): axis-facing charts projected along their axis (pipeline/charts.py), shelf
-  packed at the largest uniform scale with a gutter (pipeline/packing.py); charts found to
-  overlap themselves at the bake resolution are split until none does. Every step is bounded
-  (at most MAX_SPLIT_ROUNDS packings), so it cannot hang.
+- "charts" (default): normal-cone charts projected along their cone's axis and cut into
+  well-filled tiles (pipeline/charts.py), shelf packed at the largest uniform scale with a
+  gutter (pipeline/packing.py); faces found to overlap at the bake resolution are split off
+  until none does. Torch on the mesh's device (the GPU in production; the same code on the
+  CPU elsewhere), the overlap check the Triton raster (kernels/uv_raster.py). Every step is
+  bounded (at most MAX_LAYOUT_ROUNDS packings), so it cannot hang.
 - "xatlas": xatlas (MIT) in a child process killed after settings.atlas_timeout_s, falling
-  back to "box"; kept for comparison, since it takes seconds to minutes at our face counts.
+  back to "charts"; kept for comparison, since it takes seconds to minutes at our face counts.
 
-Recipe (unwrap): 1. charts; 2. pack and check overlaps, split, repeat; 3. give each
-(vertex, chart) pair its own vertex, so UV seams become vertex splits.
+Recipe (unwrap): 1. charts, fold-overs split off; 2. tiles; 3. pack and check overlaps,
+split, repeat; 4. give each (vertex, piece) pair its own vertex, so UV seams become vertex
+splits.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 import numpy as np
@@ -24,82 +29,95 @@ import torch
 
 from kernels.uv_raster import UVRaster, uv_raster
 from pipeline.charts import (
-    Charts,
     isolate_faces,
     pleated_faces,
     project_charts,
     segment_charts,
+    separate,
+    tile_charts,
 )
+from pipeline.face_graph import edge_pairs
 from pipeline.packing import pack_rectangles
 from pipeline.profiling import mark
 from pipeline.settings import PipelineSettings
-from pipeline.topology import manifold_pairs
 from pipeline.types import Mesh, UVMesh
 
-__all__ = ["box_atlas", "unwrap"]
+__all__ = ["Layout", "chart_atlas", "unwrap"]
 
 log = logging.getLogger("pipeline.atlas")
 
-# Layouts tried: after each, faces found overlapping (and their neighbours in the chart: the
-# overlap's margin, which the next layout's texel centres may hit) become charts of their
-# own; a triangle alone cannot overlap itself. One or two rounds on the shared prompts.
+# Layouts tried: after each, faces found overlapping (and their neighbours in the piece: the
+# overlap's margin, which the next layout's texel centres may hit) become pieces of their
+# own; a triangle alone cannot overlap itself.
 MAX_LAYOUT_ROUNDS = 4
+# The share of the texture the tiles are sized for: the packing then finds the real scale.
+EXPECTED_UTILISATION = 0.6
 
 
-def _chart_boxes(corners: np.ndarray, chart: np.ndarray, count: int) -> np.ndarray:
-    """corners [F, 3, 2], chart [F] -> [C, 2, 2] (min, max) of each chart's corners.
-
-    Every chart id in 0..count-1 has at least one face.
-    """
-    flat_chart = np.repeat(chart, 3)
-    order = np.argsort(flat_chart, kind="stable")
-    flat = corners.reshape(-1, 2)[order]
-    starts = np.searchsorted(flat_chart[order], np.arange(count))
-    return np.stack((np.minimum.reduceat(flat, starts), np.maximum.reduceat(flat, starts)), 1)
+@dataclass(frozen=True)
+class Layout:
+    piece_of_face: torch.Tensor  # [F] int64, pieces 0..count-1: a seam runs between pieces
+    corner_uvs: torch.Tensor  # [F, 3, 2] float32 in [0, 1]
+    raster: UVRaster  # the conservative raster of the final layout, for the bake to reuse
+    stats: dict[str, float]
 
 
-def _place(corners: np.ndarray, charts: Charts, size: int, gutter: int) -> np.ndarray:
-    """Pack the charts; returns [F, 3, 2] corner UVs in texel units."""
-    chart = charts.chart_of_face
-    boxes = _chart_boxes(corners, chart, charts.count)
-    packing = pack_rectangles(boxes[:, 1] - boxes[:, 0], size, gutter)
-    local = (corners - boxes[chart, 0][:, None, :]) * packing.scale  # [F, 3, 2] from box corner
-    local = np.where(packing.transposed[chart][:, None, None], local[..., ::-1], local)
-    return local + packing.origins[chart][:, None, :]
+def _place(
+    corners: torch.Tensor, piece: torch.Tensor, count: int, size: int, gutter: int
+) -> torch.Tensor:
+    """Pack the pieces; returns [F, 3, 2] float64 corner positions in texels."""
+    lo = torch.full((count, 2), math.inf, dtype=corners.dtype, device=corners.device)
+    hi = torch.full((count, 2), -math.inf, dtype=corners.dtype, device=corners.device)
+    index = piece[:, None].expand(-1, 2)
+    lo = lo.scatter_reduce(0, index, corners.amin(1), "amin")
+    hi = hi.scatter_reduce(0, index, corners.amax(1), "amax")
+    packing = pack_rectangles((hi - lo).cpu().numpy(), size, gutter)
+    origins = torch.from_numpy(packing.origins).to(corners)
+    transposed = torch.from_numpy(packing.transposed).to(corners.device)[piece]
+    local = (corners - lo[piece][:, None, :]) * packing.scale  # [F, 3, 2] from the box corner
+    local = torch.where(transposed[:, None, None], local.flip(-1), local)
+    return local + origins[piece][:, None, :]
 
 
-def _with_chart_neighbours(faces: np.ndarray, charts: Charts, flagged: np.ndarray) -> np.ndarray:
-    """[F] bool: the flagged faces and their edge neighbours in the same chart."""
-    a, b, _ = manifold_pairs(faces)
-    same = charts.chart_of_face[a] == charts.chart_of_face[b]
-    grown = flagged.copy()
+def _with_piece_neighbours(
+    pairs: tuple[torch.Tensor, torch.Tensor], piece: torch.Tensor, flagged: torch.Tensor
+) -> torch.Tensor:
+    """[F] bool: the flagged faces and their edge neighbours in the same piece."""
+    a, b = pairs
+    same = piece[a] == piece[b]
+    grown = flagged.clone()
     grown[a[same & flagged[b]]] = True
     grown[b[same & flagged[a]]] = True
     return grown
 
 
-def box_atlas(
-    positions: np.ndarray, faces: np.ndarray, size: int, gutter: int, device: torch.device
-) -> tuple[np.ndarray, np.ndarray, UVRaster, dict[str, float]]:
-    """positions [V, 3], faces [F, 3] -> chart per face [F], corner UVs [F, 3, 2] in [0, 1],
-    and the conservative raster of the final layout, for the bake to reuse."""
+def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter: int) -> Layout:
+    """positions [V, 3], faces [F, 3] (one device) -> the layout of the faces in the texture."""
     charts = segment_charts(positions, faces)
     mark("atlas.segment")
     # Local fold-overs are found without a texel grid; the raster below catches the rest.
-    isolated = pleated_faces(project_charts(positions, faces, charts), faces, charts)
+    corners = project_charts(positions, faces, charts)
+    isolated = pleated_faces(corners, faces, charts.chart_of_face)
     charts = isolate_faces(charts, isolated)
     mark("atlas.pleats")
-    soup = torch.arange(3 * len(faces), device=device).reshape(-1, 3)
+    u, v = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
+    area = float((0.5 * (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]).abs()).sum())
+    expected_scale = math.sqrt(EXPECTED_UTILISATION * size * size / max(area, 1e-12))
+    piece = tile_charts(corners, charts.chart_of_face, expected_scale)
+    count = int(piece.max()) + 1 if len(piece) else 0
+    mark("atlas.tiles")
+    pairs = edge_pairs(faces)
+    soup = torch.arange(3 * len(faces), device=faces.device).reshape(-1, 3)
     for _ in range(MAX_LAYOUT_ROUNDS):
-        texels = _place(project_charts(positions, faces, charts), charts, size, gutter)
-        uvs = torch.from_numpy((texels / size).reshape(-1, 2).astype(np.float32)).to(device)
+        texels = _place(corners, piece, count, size, gutter)
+        uvs = (texels / size).reshape(-1, 2).float()
         raster = uv_raster(uvs, soup, size, size, conservative=True)
-        overlapping = raster.overlapping.cpu().numpy() & ~isolated
-        if not overlapping.any():
+        overlapping = raster.overlapping & ~isolated
+        if not bool(overlapping.any()):
             break
-        overlapping = _with_chart_neighbours(faces, charts, overlapping) & ~isolated
+        overlapping = _with_piece_neighbours(pairs, piece, overlapping) & ~isolated
         isolated |= overlapping
-        charts = isolate_faces(charts, overlapping)
+        piece, count = separate(piece, count, overlapping)
     else:
         log.warning(
             "atlas: %d faces still overlap after %d layouts",
@@ -108,27 +126,29 @@ def box_atlas(
         )
     mark("atlas.layout")  # every round of packing, raster and overlap isolation
     u, v = texels[:, 1] - texels[:, 0], texels[:, 2] - texels[:, 0]
-    area = 0.5 * np.abs(u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0])
+    covered = float((0.5 * (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]).abs()).sum())
     stats = {
         "charts": float(charts.count),
+        "pieces": float(count),
         "isolated_faces": float(isolated.sum()),
-        "utilisation": float(area.sum() / (size * size)),
+        "utilisation": covered / (size * size),
     }
-    return charts.chart_of_face, (texels / size).astype(np.float32), raster, stats
+    return Layout(piece, (texels / size).float(), raster, stats)
 
 
 def _split_seams(
-    mesh: Mesh, chart: np.ndarray, corner_uvs: np.ndarray
+    mesh: Mesh, piece: torch.Tensor, corner_uvs: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One vertex per (vertex, chart): -> positions, normals, uvs, faces on the mesh's device."""
-    faces = mesh.faces.cpu().numpy()
+    """One vertex per (vertex, piece): -> positions, normals, uvs, faces on the mesh's device."""
     V = len(mesh.positions)
-    keys = (np.repeat(chart, 3) * V + faces.reshape(-1)).astype(np.int64)
-    unique_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    source = torch.from_numpy(unique_keys % V).to(mesh.positions.device)
-    uvs = torch.from_numpy(corner_uvs.reshape(-1, 2)[first]).to(mesh.positions.device)
-    new_faces = torch.from_numpy(inverse.reshape(-1, 3).astype(np.int64)).to(mesh.faces.device)
-    return mesh.positions[source], mesh.normals[source], uvs, new_faces
+    keys = piece.repeat_interleave(3) * V + mesh.faces.reshape(-1)
+    unique_keys, inverse = torch.unique(keys, return_inverse=True)
+    corner = torch.arange(len(keys), device=keys.device)
+    first = torch.full((len(unique_keys),), len(keys), device=keys.device)
+    first = first.scatter_reduce(0, inverse, corner, "amin")
+    source = unique_keys % V
+    uvs = corner_uvs.reshape(-1, 2)[first]
+    return mesh.positions[source], mesh.normals[source], uvs, inverse.reshape(-1, 3)
 
 
 def _xatlas_child(
@@ -166,11 +186,11 @@ def _xatlas(mesh: Mesh, settings: PipelineSettings) -> UVMesh | None:
     child.close()  # only the child holds its end now: its death ends our poll at once
     try:
         if not parent.poll(settings.atlas_timeout_s):
-            log.warning("xatlas outlasted %.0f s: using the box atlas", settings.atlas_timeout_s)
+            log.warning("xatlas outlasted %.0f s: using our chart atlas", settings.atlas_timeout_s)
             return None
         vmapping, indices, uvs = parent.recv()
     except (EOFError, OSError):
-        log.warning("xatlas failed: using the box atlas")
+        log.warning("xatlas failed: using our chart atlas")
         return None
     finally:
         process.kill()
@@ -192,19 +212,16 @@ def unwrap(mesh: Mesh, settings: PipelineSettings) -> UVMesh:
         result = _xatlas(mesh, settings)
         if result is not None:
             return result
-    positions = mesh.positions.cpu().numpy()
-    faces = mesh.faces.cpu().numpy()
-    chart, corner_uvs, raster, stats = box_atlas(
-        positions, faces, settings.texture_size, settings.gutter, mesh.positions.device
-    )
-    new_positions, normals, uvs, new_faces = _split_seams(mesh, chart, corner_uvs)
+    layout = chart_atlas(mesh.positions, mesh.faces, settings.texture_size, settings.gutter)
+    positions, normals, uvs, faces = _split_seams(mesh, layout.piece_of_face, layout.corner_uvs)
     mark("atlas.seams")
     log.info(
-        "atlas box: %d faces -> %d charts, %d vertices, utilisation %.2f, %.0f ms",
+        "atlas charts: %d faces -> %d charts in %d pieces, %d vertices, utilisation %.2f, %.0f ms",
         len(faces),
-        stats["charts"],
-        len(new_positions),
-        stats["utilisation"],
+        layout.stats["charts"],
+        layout.stats["pieces"],
+        len(positions),
+        layout.stats["utilisation"],
         (time.perf_counter() - start) * 1e3,
     )
-    return UVMesh(new_positions, new_faces, normals, uvs, mesh.frame, stats, raster)
+    return UVMesh(positions, faces, normals, uvs, mesh.frame, layout.stats, layout.raster)

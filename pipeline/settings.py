@@ -81,10 +81,12 @@ class PipelineSettings:
     fit_margin: float = setting(0.02, "the largest side of the output is 1 minus this")
     # atlas
     atlas_method: str = setting(
-        "box", "UV atlas: our bounded box-projection atlas, or xatlas", ("box", "xatlas")
+        "charts",
+        "UV atlas: our normal-cone chart atlas (torch, on the GPU with CUDA), or xatlas",
+        ("charts", "xatlas"),
     )
     atlas_timeout_s: float = setting(
-        60.0, "seconds xatlas may take before the box atlas is used instead"
+        60.0, "seconds xatlas may take before our chart atlas is used instead"
     )
     # bake
     texture_size: int = setting(2048, "side of the base-colour texture (texels)")

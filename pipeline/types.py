@@ -99,7 +99,7 @@ class UVMesh:
     frame: Frame
     stats: dict[str, float] = field(default_factory=dict)
     # The conservative raster of these UVs at the texture size, when the atlas made one (the
-    # box atlas checks overlaps with it); faces keep their order, so the bake can reuse it.
+    # chart atlas checks overlaps with it); faces keep their order, so the bake can reuse it.
     raster: Any = None
 
 

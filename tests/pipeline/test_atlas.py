@@ -1,7 +1,8 @@
-"""unwrap and box_atlas: UVs inside the texture, no texel centre claimed by two faces, charts
+"""unwrap and chart_atlas: UVs inside the texture, no texel centre claimed by two faces, charts
 at least the gutter apart under conservative coverage, the UV mesh a seam-split copy of the
 mesh (same faces in the same order), bounded distortion, determinism, and xatlas falling
-back to the box atlas without hanging."""
+back to our chart atlas without hanging; a mesh with non-manifold fins, slivers, degenerate
+faces, open boundaries and many components unwraps without overlap."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import trimesh
 from scipy.ndimage import binary_dilation
 
 from kernels.uv_raster import uv_raster
-from pipeline.atlas import box_atlas, unwrap
+from pipeline.atlas import chart_atlas, unwrap
 from pipeline.charts import SMOOTH_MIN_COS
 from pipeline.generators.inflate import InflateGenerator
 from pipeline.mesh import process_mesh
@@ -94,7 +95,7 @@ def assert_seam_split_copy(uv_mesh: UVMesh, mesh: Mesh) -> None:
     assert uv_mesh.frame == mesh.frame
 
 
-# --- the box atlas ------------------------------------------------------------------------------
+# --- the chart atlas -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("name", "gutter_texels", "size"), CASES)
@@ -125,10 +126,10 @@ def test_charts_are_at_least_the_gutter_apart(name, gutter_texels, size) -> None
     two charts lie at least gutter - 1 texels that no chart touches."""
     mesh = inflated_mesh(name)
     gutter = settings(gutter_texels=gutter_texels, texture_size=size).gutter
-    positions, faces = mesh.positions.numpy(), mesh.faces.numpy()
-    chart, corner_uvs, _, _ = box_atlas(positions, faces, size, gutter, torch.device("cpu"))
-    uvs = torch.from_numpy(corner_uvs.reshape(-1, 2))
-    soup = torch.arange(3 * len(faces)).reshape(-1, 3)
+    layout = chart_atlas(mesh.positions, mesh.faces, size, gutter)
+    chart = layout.piece_of_face.numpy()
+    uvs = layout.corner_uvs.reshape(-1, 2)
+    soup = torch.arange(3 * len(chart)).reshape(-1, 3)
     coverage = []
     for label in range(chart.max() + 1):
         mine = soup[torch.from_numpy(np.nonzero(chart == label)[0])]
@@ -163,13 +164,19 @@ def test_unwrap_is_deterministic() -> None:
     assert first.stats == second.stats
 
 
-def test_box_atlas_returns_corner_uvs_per_face() -> None:
+def test_chart_atlas_returns_corner_uvs_per_face() -> None:
     mesh = inflated_mesh("l_shape")
     positions, faces = mesh.positions.numpy(), mesh.faces.numpy()
-    chart, corner_uvs, raster, stats = box_atlas(positions, faces, 128, 2, torch.device("cpu"))
+    layout = chart_atlas(mesh.positions, mesh.faces, 128, 2)
+    chart, corner_uvs, raster = (
+        layout.piece_of_face.numpy(),
+        layout.corner_uvs.numpy(),
+        layout.raster,
+    )
     assert chart.shape == (len(faces),) and corner_uvs.shape == (len(faces), 3, 2)
     assert corner_uvs.dtype == np.float32
-    assert np.array_equal(np.unique(chart), np.arange(int(stats["charts"])))
+    assert np.array_equal(np.unique(chart), np.arange(int(layout.stats["pieces"])))
+    assert layout.stats["pieces"] >= layout.stats["charts"] >= 1
     assert corner_uvs.min() >= 0 and corner_uvs.max() <= 1
     assert raster.face_ids.shape == (128, 128)
     # A mesh vertex has one UV per chart: its corners agree wherever the chart is the same.
@@ -199,14 +206,14 @@ def test_a_single_triangle_and_an_open_sheet_unwrap() -> None:
 # --- xatlas -------------------------------------------------------------------------------------
 
 
-def test_xatlas_past_its_timeout_falls_back_to_the_box_atlas(caplog) -> None:
+def test_xatlas_past_its_timeout_falls_back_to_the_chart_atlas(caplog) -> None:
     mesh = sphere_mesh()
     start = time.perf_counter()
     with caplog.at_level(logging.WARNING, logger="pipeline.atlas"):
         uv_mesh = unwrap(mesh, settings(atlas_method="xatlas", atlas_timeout_s=0.001))
     assert time.perf_counter() - start < 5.0
     assert "outlasted" in caplog.text
-    assert uv_mesh.raster is not None and uv_mesh.stats["charts"] >= 1  # the box atlas's
+    assert uv_mesh.raster is not None and uv_mesh.stats["charts"] >= 1  # the chart atlas's
     assert_seam_split_copy(uv_mesh, mesh)
 
 
@@ -219,6 +226,68 @@ def test_xatlas_failing_in_its_child_falls_back_at_once(caplog, monkeypatch, tmp
         config = settings(atlas_method="xatlas", atlas_timeout_s=XATLAS_FAILING_TIMEOUT_S)
         uv_mesh = unwrap(mesh, config)
     elapsed = time.perf_counter() - start
-    assert uv_mesh.raster is not None  # the box atlas's
+    assert uv_mesh.raster is not None  # the chart atlas's
     assert "xatlas failed" in caplog.text
     assert elapsed < XATLAS_FAILING_TIMEOUT_S
+
+
+def nasty_mesh(seed: int = 0) -> Mesh:
+    """What generators emit at their worst: a noisy open sphere with a fin on an edge (three
+    faces there), slivers, zero-area faces, and 1500 loose triangles (as many components)."""
+    rng = np.random.default_rng(seed)
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.35)
+    vertices = sphere.vertices * (1 + 0.05 * rng.standard_normal((len(sphere.vertices), 1)))
+    faces = np.asarray(sphere.faces, np.int64)
+    faces = faces[vertices[faces].mean(1)[:, 1] < 0.25]  # a hole: open boundary
+    V = len(vertices)
+    fin = np.array([[faces[0, 0], faces[0, 1], V]])
+    sliver = np.array([[faces[5, 0], faces[5, 1], V + 1]])
+    zero = np.array([[faces[9, 0], faces[9, 0], faces[9, 1]]])
+    extra = [
+        vertices[faces[0, 0]] + [0.0, 0.1, 0.0],
+        vertices[faces[5, 0]] * 0.5 + vertices[faces[5, 1]] * 0.5 + 1e-7,
+    ]
+    loose = rng.uniform(-0.45, 0.45, (1500, 1, 3)) + rng.normal(0, 0.01, (1500, 3, 3))
+    positions = np.concatenate([vertices, extra, loose.reshape(-1, 3)])
+    loose_faces = V + 2 + np.arange(4500).reshape(-1, 3)
+    all_faces = np.concatenate([faces, fin, sliver, zero, loose_faces])
+    positions_t = torch.tensor(positions, dtype=torch.float32)
+    faces_t = torch.from_numpy(all_faces)
+    normals = torch.nn.functional.normalize(positions_t + 1e-6, dim=1)
+    return Mesh(positions_t, faces_t, normals, sphere_mesh().frame)
+
+
+def test_a_nasty_mesh_unwraps_without_overlap_in_bounded_time() -> None:
+    mesh = nasty_mesh()
+    start = time.perf_counter()
+    uv_mesh = unwrap(mesh, settings(texture_size=512))
+    assert time.perf_counter() - start < 30.0  # the CPU path; seconds here
+    assert_seam_split_copy(uv_mesh, mesh)
+    assert float(uv_mesh.uvs.min()) >= 0 and float(uv_mesh.uvs.max()) <= 1
+    assert uv_mesh.stats["charts"] >= 1500  # every loose triangle is a chart of its own
+    assert not bool(uv_mesh.raster.overlapping.any())
+    again = uv_raster(uv_mesh.uvs, uv_mesh.faces, 512, 512, conservative=True)
+    assert not bool(again.overlapping.any())
+
+
+# --- on CUDA (the GPU machine: pytest -m gpu) ----------------------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@cuda
+@pytest.mark.gpu
+def test_on_cuda_the_atlas_is_deterministic_and_overlap_free() -> None:
+    mesh = nasty_mesh()
+    on_gpu = Mesh(
+        mesh.positions.cuda(), mesh.faces.cuda(), mesh.normals.cuda(), mesh.frame, mesh.stats
+    )
+    first, second = (unwrap(on_gpu, settings(texture_size=1024)) for _ in range(2))
+    for name in ("positions", "faces", "normals", "uvs"):
+        assert torch.equal(getattr(first, name), getattr(second, name)), name
+    assert first.uvs.is_cuda and not bool(first.raster.overlapping.any())
+    assert_seam_split_copy(first, on_gpu)
+    # The charts are the CPU's (labels are decided in float64; tiles and packing may differ
+    # only through float rounding of the projected corners).
+    on_cpu = unwrap(mesh, settings(texture_size=1024))
+    assert first.stats["charts"] == on_cpu.stats["charts"]

@@ -1,6 +1,7 @@
-"""segment_charts, project_charts, pleated_faces and isolate_faces: charts of one axis each,
-counter-clockwise projections with bounded shrink, hand-built fans with known overlaps, and
-the renumbering of isolated faces."""
+"""segment_charts, project_charts, pleated_faces, isolate_faces and tile_charts: charts of one
+direction each, counter-clockwise projections with bounded shrink, hand-built fans with known
+overlaps, the renumbering of isolated faces, and tiles that split charts only where they fill
+their boxes badly. The module runs in torch; these tests drive it with numpy-built meshes."""
 
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ import torch
 import trimesh
 from scipy.sparse.csgraph import connected_components
 
+from pipeline import charts as charts_module
 from pipeline.charts import (
-    AXES,
+    DIRECTIONS,
     SMOOTH_MIN_COS,
     Charts,
     isolate_faces,
     pleated_faces,
     project_charts,
     segment_charts,
+    tile_charts,
 )
 from pipeline.generators.inflate import InflateGenerator
 from pipeline.mesh import process_mesh
@@ -31,6 +34,29 @@ from pipeline.types import PreparedImage
 # Projected area over true area of a face is its cosine to the chart's axis; the module bounds
 # it below by SMOOTH_MIN_COS. Slack for float64 rounding only.
 COS_SLACK = 1e-9
+
+
+AXES = DIRECTIONS.numpy()
+
+
+def segment(positions: np.ndarray, faces: np.ndarray) -> Charts:
+    return segment_charts(torch.from_numpy(positions), torch.from_numpy(faces))
+
+
+def project(positions: np.ndarray, faces: np.ndarray, charts: Charts) -> np.ndarray:
+    return project_charts(torch.from_numpy(positions), torch.from_numpy(faces), charts).numpy()
+
+
+def pleats(corners: np.ndarray, faces: np.ndarray, charts: Charts) -> np.ndarray:
+    flagged = pleated_faces(
+        torch.from_numpy(corners), torch.from_numpy(faces), charts.chart_of_face
+    )
+    return flagged.numpy()
+
+
+def one_chart(count: int) -> Charts:
+    zeros = torch.zeros(count, dtype=torch.int64)
+    return Charts(zeros, torch.full((count,), 4, dtype=torch.int64), 1)
 
 
 # --- builders ---------------------------------------------------------------------------------
@@ -113,26 +139,30 @@ def chart_pieces(faces: np.ndarray, chart: np.ndarray) -> np.ndarray:
 
 def test_charts_are_numbered_densely_and_each_is_one_connected_piece(mesh) -> None:
     positions, faces = mesh
-    charts = segment_charts(positions, faces)
-    chart = charts.chart_of_face
+    charts = segment(positions, faces)
+    chart = charts.chart_of_face.numpy()
     assert chart.shape == (len(faces),) and chart.dtype == np.int64
     assert np.array_equal(np.unique(chart), np.arange(charts.count))
-    assert charts.axis_of_face.shape == (len(faces),)
-    assert charts.axis_of_face.min() >= 0 and charts.axis_of_face.max() <= 5
+    assert charts.direction_of_face.numpy().shape == (len(faces),)
+    assert (
+        charts.direction_of_face.numpy().min() >= 0 and charts.direction_of_face.numpy().max() <= 5
+    )
     assert (chart_pieces(faces, chart) == 1).all()
 
 
 def test_faces_of_a_chart_share_one_axis(mesh) -> None:
     positions, faces = mesh
-    charts = segment_charts(positions, faces)
+    charts = segment(positions, faces)
     for c in range(charts.count):
-        assert len(np.unique(charts.axis_of_face[charts.chart_of_face == c])) == 1
+        assert (
+            len(np.unique(charts.direction_of_face.numpy()[charts.chart_of_face.numpy() == c])) == 1
+        )
 
 
 def test_every_face_projects_counter_clockwise_with_bounded_shrink(mesh) -> None:
     positions, faces = mesh
-    charts = segment_charts(positions, faces)
-    corners = project_charts(positions, faces, charts)
+    charts = segment(positions, faces)
+    corners = project(positions, faces, charts)
     assert corners.shape == (len(faces), 3, 2) and corners.dtype == np.float64
     projected = signed_areas(corners)
     assert (projected > 0).all()
@@ -144,11 +174,11 @@ def test_every_face_projects_counter_clockwise_with_bounded_shrink(mesh) -> None
 def test_projection_keeps_the_in_plane_coordinates() -> None:
     """Projection along an axis drops that coordinate and keeps the other two (up to sign)."""
     positions, faces = meshes()["bumpy_sphere"]
-    charts = segment_charts(positions, faces)
-    corners = project_charts(positions, faces, charts)
+    charts = segment(positions, faces)
+    corners = project(positions, faces, charts)
     p = positions[faces]  # [F, 3, 3]
     for axis in range(6):
-        chosen = charts.axis_of_face == axis
+        chosen = charts.direction_of_face.numpy() == axis
         dropped = int(np.argmax(np.abs(AXES[axis])))
         kept = [d for d in range(3) if d != dropped]
         np.testing.assert_allclose(
@@ -159,28 +189,28 @@ def test_projection_keeps_the_in_plane_coordinates() -> None:
 
 def test_a_box_gets_one_chart_per_side_along_its_outward_normal() -> None:
     positions, faces = meshes()["box"]
-    charts = segment_charts(positions, faces)
+    charts = segment(positions, faces)
     assert charts.count == 6
     centroids = positions[faces].mean(1)
     # The side a face lies on is the coordinate at its extreme; its chart's axis points out.
-    outward = AXES[charts.axis_of_face]
+    outward = AXES[charts.direction_of_face.numpy()]
     half = np.array([0.5, 0.25, 0.125])
     np.testing.assert_allclose((centroids * outward).sum(1), np.abs(outward) @ half)
-    assert len(np.unique(charts.axis_of_face)) == 6
+    assert len(np.unique(charts.direction_of_face.numpy())) == 6
 
 
 def test_charts_are_deterministic() -> None:
     positions, faces = meshes()["inflated_ring"]
-    first, second = segment_charts(positions, faces), segment_charts(positions.copy(), faces)
-    np.testing.assert_array_equal(first.chart_of_face, second.chart_of_face)
-    np.testing.assert_array_equal(first.axis_of_face, second.axis_of_face)
+    first, second = segment(positions, faces), segment(positions.copy(), faces)
+    torch.testing.assert_close(first.chart_of_face, second.chart_of_face, rtol=0, atol=0)
+    np.testing.assert_array_equal(first.direction_of_face.numpy(), second.direction_of_face.numpy())
 
 
 def test_a_convex_surface_has_no_pleats() -> None:
     sphere = trimesh.creation.icosphere(subdivisions=3)
     positions, faces = np.asarray(sphere.vertices), np.asarray(sphere.faces, np.int64)
-    charts = segment_charts(positions, faces)
-    flagged = pleated_faces(project_charts(positions, faces, charts), faces, charts)
+    charts = segment(positions, faces)
+    flagged = pleats(project(positions, faces, charts), faces, charts)
     assert flagged.shape == (len(faces),) and flagged.dtype == bool
     assert not flagged.any()
 
@@ -197,8 +227,7 @@ def fan(wedges_deg: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray, 
         a, b = np.radians(start), np.radians(end)
         corners.append([[0.0, 0.0], [np.cos(a), np.sin(a)], [np.cos(b), np.sin(b)]])
         faces.append([0, 2 * n + 1, 2 * n + 2])
-    one_chart = Charts(np.zeros(len(faces), np.int64), np.full(len(faces), 4, np.int64))
-    return np.array(corners), np.array(faces), one_chart
+    return np.array(corners), np.array(faces), one_chart(len(faces))
 
 
 def wedge_at_origin(corners: np.ndarray) -> tuple[float, float]:
@@ -226,7 +255,7 @@ def test_a_fan_whose_wedges_sum_past_a_full_turn_is_flagged() -> None:
     """5 wedges of 100 degrees around one vertex: 500 degrees, so some must overlap."""
     corners, faces, charts = fan([(0, 100), (100, 200), (200, 300), (300, 400), (400, 500)])
     assert (signed_areas(corners) > 0).all()
-    flagged = pleated_faces(corners, faces, charts)
+    flagged = pleats(corners, faces, charts)
     assert 2 <= flagged.sum() <= 3  # two suffice; the sweep may take one more
     assert_no_kept_overlap(corners, flagged)
 
@@ -234,14 +263,14 @@ def test_a_fan_whose_wedges_sum_past_a_full_turn_is_flagged() -> None:
 def test_a_fan_that_folds_back_is_flagged() -> None:
     """Three wedges going round by 80 degrees, and one folded back over the last two."""
     corners, faces, charts = fan([(0, 80), (80, 160), (160, 240), (120, 200)])
-    flagged = pleated_faces(corners, faces, charts)
+    flagged = pleats(corners, faces, charts)
     assert flagged.any() and not flagged[0]
     assert_no_kept_overlap(corners, flagged)
 
 
 def test_a_wedge_hidden_inside_another_is_flagged() -> None:
     corners, faces, charts = fan([(10, 170), (40, 60)])
-    flagged = pleated_faces(corners, faces, charts)
+    flagged = pleats(corners, faces, charts)
     assert flagged.sum() == 1
     assert_no_kept_overlap(corners, flagged)
 
@@ -251,13 +280,14 @@ def test_wedges_that_only_touch_are_not_flagged() -> None:
     closed = [(72 * n, 72 * (n + 1)) for n in range(5)]
     for wedges in (closed, [(0, 90), (90, 135), (200, 300)]):
         corners, faces, charts = fan(wedges)
-        assert not pleated_faces(corners, faces, charts).any()
+        assert not pleats(corners, faces, charts).any()
 
 
 def test_overlapping_wedges_in_different_charts_are_not_flagged() -> None:
     corners, faces, _ = fan([(0, 100), (100, 200), (200, 300), (300, 400), (400, 500)])
-    separate = Charts(np.arange(len(faces), dtype=np.int64), np.full(len(faces), 4, np.int64))
-    assert not pleated_faces(corners, faces, separate).any()
+    apart = torch.arange(len(faces))
+    separate = Charts(apart, torch.full((len(faces),), 4, dtype=torch.int64), len(faces))
+    assert not pleats(corners, faces, separate).any()
 
 
 @pytest.mark.parametrize("n", [2, 7, 16])
@@ -270,8 +300,7 @@ def test_a_flat_grid_has_no_pleats(n: int) -> None:
     faces = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
     corners = points[faces]
     assert (signed_areas(corners) > 0).all()
-    charts = Charts(np.zeros(len(faces), np.int64), np.full(len(faces), 4, np.int64))
-    assert not pleated_faces(corners, faces, charts).any()
+    assert not pleats(corners, faces, one_chart(len(faces))).any()
 
 
 # --- isolate_faces ------------------------------------------------------------------------------
@@ -279,20 +308,22 @@ def test_a_flat_grid_has_no_pleats(n: int) -> None:
 
 def test_isolated_faces_get_charts_of_their_own() -> None:
     positions, faces = meshes()["bumpy_sphere"]
-    charts = segment_charts(positions, faces)
+    charts = segment(positions, faces)
     rng = np.random.default_rng(2)
     chosen = rng.random(len(faces)) < 0.1
-    isolated = isolate_faces(charts, chosen)
-    chart = isolated.chart_of_face
+    isolated = isolate_faces(charts, torch.from_numpy(chosen))
+    chart = isolated.chart_of_face.numpy()
     assert np.array_equal(np.unique(chart), np.arange(isolated.count))
-    assert isolated.count == len(np.unique(charts.chart_of_face[~chosen])) + int(chosen.sum())
+    assert isolated.count == len(np.unique(charts.chart_of_face.numpy()[~chosen])) + int(
+        chosen.sum()
+    )
     counts = np.bincount(chart)
     assert (counts[chart[chosen]] == 1).all()
     # The other faces keep their grouping, and every face keeps its axis.
-    kept_old, kept_new = charts.chart_of_face[~chosen], chart[~chosen]
+    kept_old, kept_new = charts.chart_of_face.numpy()[~chosen], chart[~chosen]
     pairs = np.unique(np.stack([kept_old, kept_new], 1), axis=0)
     assert len(pairs) == len(np.unique(kept_old)) == len(np.unique(kept_new))
-    np.testing.assert_array_equal(isolated.axis_of_face, charts.axis_of_face)
+    np.testing.assert_array_equal(isolated.direction_of_face, charts.direction_of_face)
     # Charts are renumbered in order of their first face.
     first_face = np.array([np.nonzero(chart == c)[0][0] for c in range(isolated.count)])
     assert (np.diff(first_face) > 0).all()
@@ -300,8 +331,74 @@ def test_isolated_faces_get_charts_of_their_own() -> None:
 
 def test_isolating_nothing_changes_nothing() -> None:
     positions, faces = meshes()["inflated_l"]
-    charts = segment_charts(positions, faces)
-    same = isolate_faces(charts, np.zeros(len(faces), bool))
+    charts = segment(positions, faces)
+    same = isolate_faces(charts, torch.zeros(len(faces), dtype=torch.bool))
     # Only the numbering may change; the partition may not.
-    pairs = np.unique(np.stack([charts.chart_of_face, same.chart_of_face], 1), axis=0)
+    pairs = np.unique(
+        np.stack([charts.chart_of_face.numpy(), same.chart_of_face.numpy()], 1), axis=0
+    )
     assert len(pairs) == charts.count == same.count
+
+
+# --- tile_charts --------------------------------------------------------------------------------
+
+
+def grid_corners(n: int, holes: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """An n x n grid of unit squares (two faces each) in one plane -> corners [F, 3, 2] and
+    each face's square (x, y); `holes` leaves out every square of a checkerboard's black."""
+    corners, squares = [], []
+    for y in range(n):
+        for x in range(n):
+            if holes and (x // 4 + y // 4) % 2:
+                continue
+            a, b, c, d = (x, y), (x + 1, y), (x + 1, y + 1), (x, y + 1)
+            corners += [[a, b, c], [a, c, d]]
+            squares += [(x, y), (x, y)]
+    return np.array(corners, np.float64), np.array(squares)
+
+
+def tiles(corners: np.ndarray, chart: np.ndarray, scale: float) -> np.ndarray:
+    return tile_charts(torch.from_numpy(corners), torch.from_numpy(chart), scale).numpy()
+
+
+def piece_fill(corners: np.ndarray, piece: np.ndarray, p: int) -> tuple[float, float]:
+    """(fill of its box, longest side) of one piece, in the units of `corners`."""
+    mine = corners[piece == p]
+    extent = mine.reshape(-1, 2).max(0) - mine.reshape(-1, 2).min(0)
+    return signed_areas(mine).sum() / 2 / np.prod(extent), float(extent.max())
+
+
+def test_a_full_square_small_enough_stays_one_piece() -> None:
+    corners, _ = grid_corners(16)
+    # 16 model units at 4 texels each: 64 texels, one cell of the first level.
+    piece = tiles(corners, np.zeros(len(corners), np.int64), 4.0)
+    assert (piece == 0).all()
+
+
+def test_a_large_square_is_cut_into_cells_of_the_first_level() -> None:
+    corners, squares = grid_corners(32)
+    scale = 2 * charts_module.TILE_TEXELS / 32  # the square spans two cells each way
+    piece = tiles(corners, np.zeros(len(corners), np.int64), scale)
+    assert piece.max() + 1 == 4
+    cell = (squares * scale) // charts_module.TILE_TEXELS
+    # The pieces are exactly the cells.
+    pairs = np.unique(np.stack([piece, cell[:, 0] * 2 + cell[:, 1]], 1), axis=0)
+    assert len(pairs) == 4
+
+
+def test_pieces_refine_charts_fill_their_boxes_and_are_numbered_by_first_face() -> None:
+    corners, squares = grid_corners(64, holes=True)
+    chart = (squares[:, 0] >= 32).astype(np.int64)  # two charts side by side
+    scale = charts_module.TILE_TEXELS / 16  # 16 units per first-level cell
+    piece = tiles(corners, chart, scale)
+    count = piece.max() + 1
+    assert np.array_equal(np.unique(piece), np.arange(count))
+    first = np.array([np.nonzero(piece == p)[0][0] for p in range(count)])
+    assert (np.diff(first) > 0).all()
+    assert all(len(np.unique(chart[piece == p])) == 1 for p in range(count))
+    min_units = charts_module.MIN_TILE_TEXELS / scale
+    for p in range(count):
+        fill, longest = piece_fill(corners, piece, p)
+        # A checkerboard of 4-unit squares fills 1/2 of a 16-unit cell: split to 8-unit cells
+        # (MIN_TILE_TEXELS), which the pattern fills 1/2 or 1 and cannot split further.
+        assert fill >= charts_module.TILE_MIN_FILL or longest <= min_units + 1e-9

@@ -1,0 +1,312 @@
+"""Quality and speed of the UV atlas and of the texture baked into it, per input and method.
+
+    python perf/quality.py INPUT... --json OUT.json [--atlas METHODS] [--texture-size 2048]
+                           [--render-size 518] [--repeat 3] [--device cuda|cpu]
+                           [--xatlas-timeout 300] [--markdown] [--set NAME=VALUE ...]
+
+INPUT: a mesh file (.glb, .obj, .ply, ...), an image (a prompt) or a folder of them, or
+`synthetic:FACES` (perf/quality_inputs.py says what each becomes). METHODS: a comma list of
+atlas methods (`PipelineSettings.atlas_method`'s choices, or "default" for the pipeline's
+default, which is also what runs without --atlas).
+
+Recipe, per input:
+  1. the mesh and its reference colour source (perf/quality_inputs.py);
+  2. the judge's four flat views of it (perf/flat_render.py) and the reference colour at every
+     foreground pixel: the atlas keeps the faces' order, so these serve every method;
+then per method:
+  3. unwrap: one warm-up and --repeat timed runs, the median reported (xatlas: one run, with
+     --xatlas-timeout as its time limit; when `unwrap` fell back to the default atlas the
+     record says atlas_ok false and carries no quality numbers; its atlas_ms then includes the
+     wait and the fallback);
+  4. the UV mesh's faces checked against the mesh's (same corners, same order), its charts,
+     overlap_texels and utilisation (perf/quality_metrics.py);
+  5. bake (`pipeline.bake.bake_texture` and the uint8 quantisation the GLB stores): one warm-up
+     and --repeat timed runs;
+  6. psnr_db and seam_psnr_db of the baked texture against the reference, over the views.
+Times are wall milliseconds with the device synchronised before and after the timed call, and
+nothing else inside it. The JSON holds one record per (input, method) and the device, torch
+version, date and commit (COMMIT in the environment, else git).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from perf.flat_render import VIEW_SIZE, render_views
+from perf.quality_inputs import QualityInput, expand_inputs, load_input
+from perf.quality_metrics import (
+    fidelity,
+    overlap_texels,
+    reference_colours,
+    utilisation,
+    uv_charts,
+)
+from perf.stages import commit
+from pipeline.atlas import unwrap
+from pipeline.bake import bake_texture
+from pipeline.settings import PipelineSettings, parse_overrides, settings_from_env
+from pipeline.types import UVMesh
+
+__all__ = [
+    "main",
+    "markdown_table",
+    "measure_input",
+    "measure_method",
+    "parse_methods",
+    "quantise",
+    "timed",
+]
+
+log = logging.getLogger("perf.quality")
+
+XATLAS = "xatlas"
+T = TypeVar("T")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], T], device: torch.device) -> tuple[T, float]:
+    """fn() and its wall milliseconds, the device synchronised before and after."""
+    _sync(device)
+    start = time.perf_counter()
+    result = fn()
+    _sync(device)
+    return result, (time.perf_counter() - start) * 1e3
+
+
+def _repeated(
+    fn: Callable[[], T], device: torch.device, repeat: int, warm_up: bool = True
+) -> tuple[list[T], list[float]]:
+    if warm_up:
+        fn()
+    runs = [timed(fn, device) for _ in range(repeat)]
+    return [result for result, _ in runs], [ms for _, ms in runs]
+
+
+def _check_face_order(item: QualityInput, uv_mesh: UVMesh) -> None:
+    """The atlas must keep the faces and their corners in order: face ids index both."""
+    mesh = item.mesh
+    same = len(uv_mesh.faces) == len(mesh.faces) and torch.equal(
+        uv_mesh.positions[uv_mesh.faces], mesh.positions[mesh.faces]
+    )
+    if not same:
+        raise RuntimeError(f"{item.name}: the atlas changed the faces or their corner order")
+
+
+def quantise(texture: torch.Tensor) -> torch.Tensor:
+    """[S, S, 3] float in [0, 1] -> uint8, rounded as pipeline.bake stores it."""
+    return (texture * 255 + 0.5).to(torch.uint8)
+
+
+def measure_method(
+    item: QualityInput,
+    method: str,
+    views: list,
+    reference: list[torch.Tensor],
+    settings: PipelineSettings,
+    repeat: int,
+) -> dict[str, Any]:
+    """One (input, method) record (see the module docstring, steps 3-6)."""
+    device = item.mesh.positions.device
+    size = settings.texture_size
+    record: dict[str, Any] = {"input": item.name, "kind": item.kind, "method": method}
+    record["faces"] = len(item.mesh.faces)
+    # 3. Unwrap.
+    settings = dataclasses.replace(settings, atlas_method=method)
+    if method == XATLAS:
+        uv_mesh, atlas_ms = timed(lambda: unwrap(item.mesh, settings), device)
+        record.update(atlas_ms=atlas_ms, atlas_runs=1)
+        record["atlas_ok"] = uv_mesh.stats.get("xatlas") == 1.0
+        record["repeatable"] = None
+    else:
+        uv_meshes, times = _repeated(lambda: unwrap(item.mesh, settings), device, repeat)
+        uv_mesh = uv_meshes[-1]
+        record.update(atlas_ms=statistics.median(times), atlas_runs=len(times), atlas_ok=True)
+        record["repeatable"] = all(
+            torch.equal(m.uvs, uv_mesh.uvs) and torch.equal(m.faces, uv_mesh.faces)
+            for m in uv_meshes
+        )
+    if not record["atlas_ok"]:
+        log.warning("%s: %s failed or timed out; no quality numbers", item.name, method)
+        return record
+    # 4. Layout.
+    _check_face_order(item, uv_mesh)
+    chart_of_face, charts = uv_charts(uv_mesh.faces)
+    record.update(
+        uv_vertices=len(uv_mesh.uvs),
+        charts=charts,
+        overlap_texels=overlap_texels(uv_mesh.uvs, uv_mesh.faces, chart_of_face, size),
+        utilisation=utilisation(uv_mesh.uvs, uv_mesh.faces),
+    )
+    # 5. Bake.
+    textures, times = _repeated(
+        lambda: quantise(bake_texture(uv_mesh, size, item.colour)), device, repeat
+    )
+    record.update(bake_ms=statistics.median(times), bake_runs=len(times))
+    # 6. Fidelity.
+    result = fidelity(views, reference, uv_mesh.uvs, uv_mesh.faces, textures[-1], chart_of_face)
+    record.update(dataclasses.asdict(result))
+    return record
+
+
+def measure_input(
+    item: QualityInput,
+    methods: list[str],
+    settings: PipelineSettings,
+    render_size: int,
+    repeat: int,
+) -> list[dict[str, Any]]:
+    """Every method's record for one input (steps 2-6)."""
+    # 2. Views and the reference colour there.
+    start = time.perf_counter()
+    views = render_views(item.mesh.positions, item.mesh.faces, render_size)
+    reference = reference_colours(views, item.colour)
+    log.info(
+        "%s: %d faces, four %d px views in %.0f ms",
+        item.name,
+        len(item.mesh.faces),
+        render_size,
+        (time.perf_counter() - start) * 1e3,
+    )
+    records = []
+    for method in methods:
+        record = measure_method(item, method, views, reference, settings, repeat)
+        record.update(texture_size=settings.texture_size, render_size=render_size)
+        log.info("%s", record)
+        records.append(record)
+    return records
+
+
+def _cell(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(records: list[dict[str, Any]]) -> str:
+    columns = (
+        ("input", "input", 0),
+        ("method", "method", 0),
+        ("faces", "faces", 0),
+        ("atlas ok", "atlas_ok", 0),
+        ("charts", "charts", 0),
+        ("overlap texels", "overlap_texels", 0),
+        ("utilisation", "utilisation", 3),
+        ("PSNR dB", "psnr_db", 2),
+        ("seam PSNR dB", "seam_psnr_db", 2),
+        ("interior PSNR dB", "interior_psnr_db", 2),
+        ("seam px", "seam_pixels", 0),
+        ("atlas ms", "atlas_ms", 1),
+        ("bake ms", "bake_ms", 1),
+    )
+    lines = [
+        "| " + " | ".join(title for title, _, _ in columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    for record in records:
+        cells = (_cell(record.get(key), digits) for _, key, digits in columns)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def parse_methods(text: str | None) -> list[str]:
+    """The names in a comma list ("charts,xatlas"); None or "default" is the pipeline's default
+    method (`PipelineSettings().atlas_method`). Unknown names raise ValueError."""
+    default = PipelineSettings().atlas_method
+    names = [m.strip() for m in (text or "default").split(",") if m.strip()]
+    methods = [default if name == "default" else name for name in names]
+    for method in methods:
+        PipelineSettings(atlas_method=method)  # validates against the setting's choices
+    return methods
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("inputs", nargs="+", metavar="INPUT")
+    parser.add_argument("--json", type=Path, required=True, help="write the records here")
+    parser.add_argument("--atlas", help='comma list of atlas methods, e.g. "default,xatlas"')
+    parser.add_argument("--texture-size", type=int, default=2048)
+    parser.add_argument("--render-size", type=int, default=VIEW_SIZE)
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs after a warm-up")
+    default_device = "cuda" if torch.cuda.is_available() else "cpu"
+    parser.add_argument("--device", choices=("cuda", "cpu"), default=default_device)
+    parser.add_argument("--xatlas-timeout", type=float, default=300.0, help="seconds")
+    parser.add_argument("--markdown", action="store_true", help="print a table on stdout")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("pipeline", "kernels"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda, but torch sees no CUDA device")
+    methods = parse_methods(args.atlas)
+    device = torch.device(args.device)
+    settings = settings_from_env(
+        PipelineSettings,
+        **{
+            **parse_overrides(PipelineSettings, args.set),
+            "device": args.device,
+            "texture_size": args.texture_size,
+            "atlas_timeout_s": args.xatlas_timeout,
+        },
+    )
+    report: dict[str, Any] = {
+        "device": _device_name(device),
+        "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "commit": commit(),
+        "texture_size": args.texture_size,
+        "render_size": args.render_size,
+        "repeat": args.repeat,
+        "records": [],
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    records = report["records"]
+    for spec in expand_inputs(args.inputs):
+        item = load_input(spec, settings, device)
+        records.extend(measure_input(item, methods, settings, args.render_size, args.repeat))
+        # Rewritten after every input: a run cut short keeps what it measured.
+        args.json.write_text(json.dumps(report, indent=1))
+        del item
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    args.json.write_text(json.dumps(report, indent=1))
+    if args.markdown:
+        print(f"device: {report['device']}  torch {report['torch']}  commit {report['commit']}")
+        print(f"texture {args.texture_size}², views {args.render_size}², repeat {args.repeat}\n")
+        print(markdown_table(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""perf/quality.py and its parts at small sizes: the flat rasterizer against a brute-force ray
+test, the synthetic mesh's promises, the atlas metrics on hand-built UVs, the whole measure on
+a synthetic mesh, a prompt (inflate) and Duck.glb, and negative controls that show each metric
+catches the failure it is for: overlapping charts, a wrong texture, a blacked-out seam band."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from kernels.uv_raster import uv_raster
+from perf import quality
+from perf.flat_render import (
+    box_candidates,
+    judge_cameras,
+    render_face_ids_reference,
+    render_view,
+    render_views,
+)
+from perf.quality_inputs import QualityInput, load_input
+from perf.quality_metrics import (
+    fidelity,
+    overlap_texels,
+    reference_colours,
+    sample_bilinear,
+    utilisation,
+    uv_charts,
+)
+from perf.synthetic import (
+    BAND_CELLS,
+    FACE_TOLERANCE,
+    _field,
+    _grid_field,
+    _noise_waves,
+    synthetic_mesh,
+)
+from pipeline.atlas import unwrap
+from pipeline.bake import bake_texture
+from pipeline.settings import PipelineSettings
+from tests.pipeline.conftest import PROMPTS_DIR
+
+MESHES_DIR = PROMPTS_DIR.parent / "meshes"
+TEXTURE_SIZE = 256
+RENDER_SIZE = 128
+SYNTHETIC_FACES = 8000
+# Measured with the default atlas at TEXTURE_SIZE / RENDER_SIZE (2026-11-22): synthetic 21.9 dB
+# (30 stripe periods per unit against ~3 texels per period), the first prompt 40.5 dB, Duck
+# 35.1 dB; the floors leave 4-6 dB for changes to the atlas.
+PSNR_FLOOR_DB = {"synthetic": 18.0, "prompt": 34.0, "Duck.glb": 30.0}
+# A constant mid-grey texture costs 11.5 dB or more on every input; a blacked-out 1-texel band
+# around every chart costs the seam pixels 13.6 dB or more and leaves them 9.6 dB or more below
+# the other pixels.
+WRONG_TEXTURE_DROP_DB = 8.0
+SEAM_BAND_DROP_DB = 8.0
+SEAM_BELOW_INTERIOR_DB = 6.0
+PIXEL_TOLERANCE = 1e-3  # a visible point's reprojection lies this close to its pixel centre
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Small tensors: a second intra-op thread only spins on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_settings() -> PipelineSettings:
+    return PipelineSettings(
+        device="cpu", texture_size=TEXTURE_SIZE, resolution=96, face_budget=3000
+    )
+
+
+# --- the rasterizer ------------------------------------------------------------------------
+
+
+def cube_and_occluder(flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A box with a sphere in front of one corner: positions [V, 3] float32, faces [F, 3]."""
+    box = trimesh.creation.box((0.6, 0.6, 0.6))
+    ball = trimesh.creation.icosphere(1, 0.2)
+    ball.apply_translation((0.2, 0.25, 0.35))
+    mesh = trimesh.util.concatenate([box, ball])
+    faces = np.asarray(mesh.faces, np.int64)
+    return np.asarray(mesh.vertices, np.float32), faces[:, ::-1].copy() if flip else faces
+
+
+@pytest.mark.parametrize("flip", [False, True], ids=["outward", "inward"])
+def test_rasterizer_matches_brute_force_rays(flip: bool) -> None:
+    positions, faces = cube_and_occluder(flip)
+    for camera in judge_cameras(48):
+        view = render_view(torch.from_numpy(positions), torch.from_numpy(faces), camera)
+        expected = render_face_ids_reference(positions, faces, camera)
+        np.testing.assert_array_equal(view.face_ids.numpy(), expected)
+        # Each visible point lies on its pixel's ray, and the barycentrics rebuild it.
+        fg = view.foreground
+        rows, columns = torch.nonzero(fg, as_tuple=True)
+        eye, axes = camera.axes(torch.device("cpu"))
+        local = (view.points[fg].double() - eye) @ axes.T
+        x = camera.size / 2 + camera.focal * local[:, 0] / local[:, 2]
+        y = camera.size / 2 - camera.focal * local[:, 1] / local[:, 2]
+        assert (x - (columns + 0.5)).abs().max() < PIXEL_TOLERANCE
+        assert (y - (rows + 0.5)).abs().max() < PIXEL_TOLERANCE
+        corners = torch.from_numpy(positions)[torch.from_numpy(faces)[view.face_ids[fg]]]
+        rebuilt = (view.barycentrics[fg][:, :, None] * corners).sum(1)
+        torch.testing.assert_close(rebuilt, view.points[fg], atol=1e-5, rtol=0)
+
+
+def test_back_faces_are_culled() -> None:
+    """Seen from outside, the inward-wound box shows its far walls, the outward one its near."""
+    camera = judge_cameras(48)[0]
+    near, far = (
+        render_view(*(torch.from_numpy(a) for a in cube_and_occluder(flip)), camera)
+        for flip in (False, True)
+    )
+    both = near.foreground & far.foreground
+    assert both.sum() > 100
+    assert (far.depth[both] > near.depth[both] + 0.1).float().mean() > 0.5
+
+
+def test_box_candidates_cover_every_texel_once_across_chunks() -> None:
+    x0, y0 = torch.tensor([0, 5, 2]), torch.tensor([0, 1, 3])
+    nx, ny = torch.tensor([7, 0, 3]), torch.tensor([5, 4, 1])
+    pairs = [
+        (int(b), int(x), int(y))
+        for box, xs, ys in box_candidates(x0, y0, nx, ny, chunk=4)
+        for b, x, y in zip(box, xs, ys, strict=True)
+    ]
+    expected = [(0, x, y) for y in range(5) for x in range(7)] + [(2, x, 3) for x in range(2, 5)]
+    assert pairs == expected
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_rasterizer_is_the_same_on_cuda() -> None:
+    mesh = synthetic_mesh(20_000)
+    cpu = render_views(mesh.positions, mesh.faces, RENDER_SIZE)
+    gpu = render_views(mesh.positions.cuda(), mesh.faces.cuda(), RENDER_SIZE)
+    for a, b in zip(cpu, gpu, strict=True):
+        assert torch.equal(a.face_ids, b.face_ids.cpu())
+
+
+# --- the synthetic mesh ----------------------------------------------------------------------
+
+
+def test_synthetic_mesh_is_trellis_like_and_deterministic() -> None:
+    mesh = synthetic_mesh(SYNTHETIC_FACES)
+    faces = mesh.faces.numpy()
+    assert abs(len(faces) / SYNTHETIC_FACES - 1) <= FACE_TOLERANCE
+    assert mesh.positions.abs().max() <= 0.5
+    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    _, uses = np.unique(edges, axis=0, return_counts=True)
+    assert (uses == 1).sum() > 0  # open boundaries
+    assert (uses > 2).sum() > 0  # non-manifold edges (the fin)
+    again = synthetic_mesh(SYNTHETIC_FACES)
+    assert torch.equal(mesh.positions, again.positions) and torch.equal(mesh.faces, again.faces)
+
+
+def test_synthetic_band_matches_the_full_grid() -> None:
+    """The field evaluated only near the surface gives the marching cubes of the whole grid."""
+    from skimage.measure import marching_cubes
+
+    N = 40
+    values, band = _grid_field(N, seed=0, device=torch.device("cpu"))
+    axis = torch.linspace(-0.5, 0.5, N)
+    nodes = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1)
+    full = _field(nodes, *_noise_waves(0, torch.device("cpu"))).numpy()
+    np.testing.assert_allclose(values[band], full[band], atol=1e-6)
+    assert (np.sign(values) == np.sign(full))[np.abs(full) > 1e-6].all()
+    np.testing.assert_array_equal(band, np.abs(values) < BAND_CELLS / (N - 1))
+    everywhere = marching_cubes(full, 0.0)[1]
+    banded = marching_cubes(values, 0.0, mask=band)[1]
+    assert len(banded) == len(everywhere) > 0
+
+
+# --- the atlas metrics on hand-built UVs -----------------------------------------------------
+
+
+def squares(*corners: tuple[float, float, float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One two-triangle chart per (u0, v0, u1, v1): uvs [4n, 2], faces [2n, 3]."""
+    uvs, faces = [], []
+    for i, (u0, v0, u1, v1) in enumerate(corners):
+        uvs += [(u0, v0), (u1, v0), (u1, v1), (u0, v1)]
+        faces += [(4 * i, 4 * i + 1, 4 * i + 2), (4 * i, 4 * i + 2, 4 * i + 3)]
+    return torch.tensor(uvs, dtype=torch.float32), torch.tensor(faces)
+
+
+def overlap_texels_brute_force(uvs: np.ndarray, faces: np.ndarray, chart: np.ndarray, size: int):
+    """Every texel centre against every face, strictly inside (by 1e-4 texels)."""
+    centres = np.stack(np.meshgrid(np.arange(size), np.arange(size)), -1).reshape(-1, 2) + 0.5
+    charts_at = [set() for _ in range(len(centres))]
+    for face, corners in enumerate(uvs.astype(np.float64)[faces] * size):
+        inside = np.ones(len(centres), bool)
+        (ax, ay), (bx, by) = corners[1] - corners[0], corners[2] - corners[0]
+        orientation = np.sign(ax * by - ay * bx)
+        for i in range(3):
+            edge, offset = corners[(i + 1) % 3] - corners[i], centres - corners[i]
+            cross = (edge[0] * offset[:, 1] - edge[1] * offset[:, 0]) * orientation
+            inside &= cross / np.linalg.norm(edge) > 1e-4
+        for texel in np.flatnonzero(inside):
+            charts_at[texel].add(chart[face])
+    return sum(len(found) > 1 for found in charts_at)
+
+
+def test_overlapping_charts_are_counted() -> None:
+    uvs, faces = squares((0.1, 0.1, 0.52, 0.5), (0.3, 0.33, 0.7, 0.7))
+    chart, count = uv_charts(faces)
+    assert count == 2 and chart.tolist() == [0, 0, 1, 1]
+    found = overlap_texels(uvs, faces, chart, 64)
+    expected = overlap_texels_brute_force(uvs.numpy(), faces.numpy(), chart.numpy(), 64)
+    assert found == expected > 100
+
+
+def test_touching_charts_and_folds_are_not_overlaps() -> None:
+    # Two charts sharing an edge's position (not its vertices), and a third folded onto itself.
+    uvs, faces = squares((0.0, 0.0, 0.25, 0.5), (0.25, 0.0, 0.5, 0.5), (0.6, 0.6, 0.9, 0.9))
+    folded = torch.cat((faces, faces[4:5]))  # chart 2's first face twice
+    chart, count = uv_charts(folded)
+    assert count == 3
+    assert overlap_texels(uvs, folded, chart, 64) == 0
+    assert utilisation(uvs, faces) == pytest.approx(0.125 + 0.125 + 0.09)
+
+
+def test_charts_join_through_edges_not_vertices() -> None:
+    faces = torch.tensor([[0, 1, 2], [2, 1, 3], [3, 4, 5]])  # the third shares one vertex only
+    chart, count = uv_charts(faces)
+    assert count == 2 and chart.tolist() == [0, 0, 1]
+
+
+def test_bilinear_sampling_is_gl_linear() -> None:
+    texture = torch.tensor([[[0], [100]], [[200], [255]]], dtype=torch.uint8)  # [2, 2, 1]
+    uv = torch.tensor([[0.25, 0.25], [0.5, 0.25], [0.5, 0.5], [0.0, 0.0], [1.0, 0.75]])
+    clamp = sample_bilinear(texture, uv)[:, 0].tolist()
+    assert clamp == pytest.approx([0.0, 50.0, 138.75, 0.0, 255.0])
+    repeat = sample_bilinear(texture, uv[3:4], wrap="repeat")[0, 0]  # all four texels
+    assert float(repeat) == pytest.approx(138.75)
+
+
+# --- the whole measure on real inputs, and the negative controls -----------------------------
+
+
+def first_prompt() -> str:
+    prompts = sorted(PROMPTS_DIR.glob("*.webp")) if PROMPTS_DIR.is_dir() else []
+    if not prompts:
+        pytest.skip(f"shared prompts not found in {PROMPTS_DIR}")
+    return str(prompts[0])
+
+
+def duck() -> str:
+    path = MESHES_DIR / "Duck.glb"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return str(path)
+
+
+INPUTS = {
+    "synthetic": lambda: f"synthetic:{SYNTHETIC_FACES}",
+    "prompt": first_prompt,
+    "Duck.glb": duck,
+}
+
+
+@functools.cache
+def loaded(name: str) -> QualityInput:
+    return load_input(INPUTS[name](), small_settings(), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name", list(INPUTS))
+def test_default_atlas_quality(name: str) -> None:
+    item = loaded(name)
+    (record,) = quality.measure_input(
+        item, quality.parse_methods(None), small_settings(), RENDER_SIZE, repeat=1
+    )
+    assert record["atlas_ok"] and record["repeatable"]
+    assert record["faces"] == len(item.mesh.faces)
+    assert record["overlap_texels"] == 0
+    assert 0 < record["utilisation"] <= 1
+    assert record["charts"] >= 1
+    assert record["psnr_db"] >= PSNR_FLOOR_DB[name]
+    assert record["seam_pixels"] > 0 and math.isfinite(record["seam_psnr_db"])
+    assert record["atlas_ms"] > 0 and record["bake_ms"] > 0
+
+
+@pytest.mark.parametrize("name", list(INPUTS))
+def test_wrong_texture_and_blacked_out_seams_lower_the_psnr(name: str) -> None:
+    item, settings = loaded(name), small_settings()
+    views = render_views(item.mesh.positions, item.mesh.faces, RENDER_SIZE)
+    reference = reference_colours(views, item.colour)
+    uv_mesh = unwrap(item.mesh, settings)
+    chart, _ = uv_charts(uv_mesh.faces)
+    texture = quality.quantise(bake_texture(uv_mesh, TEXTURE_SIZE, item.colour))
+
+    def measure(candidate: torch.Tensor):
+        return fidelity(views, reference, uv_mesh.uvs, uv_mesh.faces, candidate, chart)
+
+    good = measure(texture)
+    wrong = measure(torch.full_like(texture, 128))
+    assert wrong.psnr_db <= good.psnr_db - WRONG_TEXTURE_DROP_DB
+    # Black out every texel with a texel of another chart (or none) among its 8 neighbours:
+    # the gutters and each chart's outermost texels, which bilinear sampling reads at seams.
+    raster = uv_raster(uv_mesh.uvs, uv_mesh.faces, TEXTURE_SIZE, TEXTURE_SIZE)
+    texel_chart = torch.where(raster.face_ids >= 0, chart[raster.face_ids.clamp(min=0)], -1)
+    padded = torch.nn.functional.pad(texel_chart, (1, 1, 1, 1), value=-1)
+    band = torch.zeros_like(texel_chart, dtype=torch.bool)
+    for dy in range(3):
+        for dx in range(3):
+            band |= padded[dy : dy + TEXTURE_SIZE, dx : dx + TEXTURE_SIZE] != texel_chart
+    blacked = measure(torch.where(band[..., None], 0, texture))
+    assert blacked.seam_psnr_db <= good.seam_psnr_db - SEAM_BAND_DROP_DB
+    assert blacked.seam_psnr_db <= blacked.interior_psnr_db - SEAM_BELOW_INTERIOR_DB
+
+
+def test_an_xatlas_fallback_is_reported_as_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """unwrap answers a failed or late xatlas with the default atlas: no numbers for it."""
+    item = loaded("synthetic")
+    default = dataclasses.replace(small_settings(), atlas_method=quality.parse_methods(None)[0])
+    fallback = unwrap(item.mesh, default)
+    assert fallback.stats.get("xatlas") != 1.0
+    monkeypatch.setattr(quality, "unwrap", lambda mesh, settings: fallback)
+    views = render_views(item.mesh.positions, item.mesh.faces, 32)
+    record = quality.measure_method(
+        item, "xatlas", views, reference_colours(views, item.colour), small_settings(), repeat=1
+    )
+    assert record["atlas_ok"] is False and record["atlas_runs"] == 1
+    assert "psnr_db" not in record and "overlap_texels" not in record
+
+
+def test_command_line(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "quality.json"
+    argv = ["synthetic:3000", "--json", str(out), "--device", "cpu", "--markdown"]
+    argv += ["--texture-size", "128", "--render-size", "64", "--repeat", "1"]
+    assert quality.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert {"device", "torch", "date", "commit", "records"} <= set(report)
+    (record,) = report["records"]
+    assert record["input"] == "synthetic:3000" and record["overlap_texels"] == 0
+    table = capsys.readouterr().out
+    assert "| synthetic:3000 |" in table and "seam PSNR dB" in table
+    with pytest.raises(ValueError, match="atlas_method"):
+        quality.parse_methods("box,nonsense")

@@ -1,0 +1,89 @@
+"""face_graph: edge pairs agree with the numpy topology module, the hooking components agree
+with scipy's on random graphs (and so on every device), group sums with numpy's, and labels
+are renumbered by first appearance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from pipeline.face_graph import (
+    components,
+    components_hooking,
+    components_scipy,
+    edge_pairs,
+    group_sums,
+    rank_by_first,
+)
+from pipeline.topology import manifold_pairs
+
+
+def test_edge_pairs_match_manifold_pairs_with_a_fin_and_a_boundary() -> None:
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    faces = np.asarray(sphere.faces, np.int64)
+    # A fin on edge (faces[0][0], faces[0][1]): that edge now has three faces and joins none;
+    # dropping the last face opens a boundary.
+    fin = np.array([[faces[0][0], faces[0][1], len(sphere.vertices)]])
+    faces = np.concatenate([faces[:-1], fin])
+    a, b = edge_pairs(torch.from_numpy(faces))
+    ref_a, ref_b, _ = manifold_pairs(faces)
+    ours = {tuple(sorted(p)) for p in zip(a.tolist(), b.tolist(), strict=True)}
+    theirs = {tuple(sorted(p)) for p in zip(ref_a.tolist(), ref_b.tolist(), strict=True)}
+    assert ours == theirs
+    # 480 edges of the sphere: the dropped face opens 3, the fin takes one pair away.
+    assert len(ours) == len(a) == 480 - 3 - 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hooking_components_equal_scipys(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 2000
+    # Long chains (many rounds of hooking) plus random shortcuts.
+    order = rng.permutation(n)
+    chain = np.stack([order[:-1], order[1:]], 1)[rng.random(n - 1) < 0.97]
+    extra = rng.integers(0, n, (200, 2))
+    edges = torch.from_numpy(np.concatenate([chain, extra]))
+    a, b = edges[:, 0].contiguous(), edges[:, 1].contiguous()
+    hooked, reference = components_hooking(n, a, b), components_scipy(n, a, b)
+    assert torch.equal(hooked, reference)
+    assert torch.equal(components(n, a, b), reference)
+    # Each label is its component's smallest node.
+    assert torch.equal(reference[reference], reference)
+    assert (reference <= torch.arange(n)).all()
+
+
+def test_components_without_edges_are_singletons() -> None:
+    empty = torch.zeros(0, dtype=torch.int64)
+    assert torch.equal(components(5, empty, empty), torch.arange(5))
+
+
+def test_group_sums_match_numpy() -> None:
+    rng = np.random.default_rng(3)
+    group = rng.integers(0, 50, 1000)
+    group[group == 7] = 8  # an empty group sums to zero
+    values = rng.standard_normal((1000, 2))
+    sums = group_sums(torch.from_numpy(values), torch.from_numpy(group), 50).numpy()
+    expected = np.stack([np.bincount(group, values[:, k], minlength=50) for k in range(2)], 1)
+    np.testing.assert_allclose(sums, expected, atol=1e-12)
+    assert (sums[7] == 0).all()
+
+
+def test_rank_by_first_numbers_labels_in_order_of_appearance() -> None:
+    dense, count = rank_by_first(torch.tensor([9, 3, 9, 5, 3, 1]))
+    assert count == 4
+    assert dense.tolist() == [0, 1, 0, 2, 1, 3]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_hooking_components_on_cuda_equal_scipys() -> None:
+    rng = np.random.default_rng(7)
+    n = 200_000
+    order = rng.permutation(n)
+    chain = np.stack([order[:-1], order[1:]], 1)[rng.random(n - 1) < 0.999]
+    edges = torch.from_numpy(chain)
+    a, b = edges[:, 0].contiguous(), edges[:, 1].contiguous()
+    on_gpu = components(n, a.cuda(), b.cuda()).cpu()
+    assert torch.equal(on_gpu, components_scipy(n, a, b))

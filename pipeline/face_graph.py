@@ -103,10 +103,11 @@ def rank_by_first(label: torch.Tensor) -> tuple[torch.Tensor, int]:
 def group_sums(values: torch.Tensor, group: torch.Tensor, count: int) -> torch.Tensor:
     """values [n] or [n, k], group [n] in 0..count-1 -> [count] or [count, k] float64 sums."""
     order = torch.argsort(group, stable=True)
-    ordered = values[order].double()
-    prefix = torch.cumsum(ordered, 0)
-    zero = torch.zeros_like(prefix[:1])
-    prefix = torch.cat((zero, prefix))
+    # Columns as contiguous rows: CUDA's scan along the long axis of [n, k] is very slow.
+    ordered = values[order].double().reshape(len(order), -1).T.contiguous()  # [k, n]
+    prefix = torch.cumsum(ordered, 1)
+    prefix = torch.cat((torch.zeros_like(prefix[:, :1]), prefix), 1)
     ends = torch.searchsorted(group[order], torch.arange(count, device=group.device), right=True)
     starts = torch.cat((torch.zeros(1, dtype=ends.dtype, device=ends.device), ends[:-1]))
-    return prefix[ends] - prefix[starts]
+    sums = (prefix[:, ends] - prefix[:, starts]).T  # [count, k]
+    return sums.reshape(count, *values.shape[1:])

@@ -89,7 +89,7 @@ def assert_seam_split_copy(uv_mesh: UVMesh, mesh: Mesh) -> None:
     assert uv_mesh.positions.shape == (V, 3) and uv_mesh.normals.shape == (V, 3)
     assert uv_mesh.uvs.shape == (V, 2) and uv_mesh.uvs.dtype == torch.float32
     assert len(mesh.positions) <= V <= 3 * len(mesh.faces)
-    assert np.array_equal(np.unique(uv_mesh.faces.numpy()), np.arange(V))  # all used
+    assert np.array_equal(np.unique(uv_mesh.faces.cpu().numpy()), np.arange(V))  # all used
     assert torch.equal(uv_mesh.positions[uv_mesh.faces], mesh.positions[mesh.faces])
     assert torch.equal(uv_mesh.normals[uv_mesh.faces], mesh.normals[mesh.faces])
     assert uv_mesh.frame == mesh.frame

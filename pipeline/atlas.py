@@ -46,12 +46,20 @@ __all__ = ["Layout", "chart_atlas", "unwrap"]
 
 log = logging.getLogger("pipeline.atlas")
 
-# Layouts tried: after each, faces found overlapping (and their neighbours in the piece: the
-# overlap's margin, which the next layout's texel centres may hit) become pieces of their
-# own; a triangle alone cannot overlap itself.
-MAX_LAYOUT_ROUNDS = 4
+# Layouts tried: after each of the first NEIGHBOUR_ROUNDS, faces found overlapping (and their
+# neighbours in the piece: the overlap's margin, which the next layout's texel centres may
+# hit) become pieces of their own; after the later ones, every face of a piece that still
+# overlaps does (a triangle alone cannot overlap anything). Each new layout has a new scale,
+# so its texel centres can find a fold the previous grid missed; on the shared prompts one or
+# two layouts suffice.
+MAX_LAYOUT_ROUNDS = 6
+NEIGHBOUR_ROUNDS = 2
 # The share of the texture the tiles are sized for: the packing then finds the real scale.
 EXPECTED_UTILISATION = 0.6
+# Turns tried per piece (over a quarter turn; the packer's transposition covers the rest):
+# each piece keeps the one whose bounding box is smallest. Ragged diagonal pieces fill their
+# boxes far better turned.
+ORIENTATIONS = 12
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,25 @@ def _place(
     local = (corners - lo[piece][:, None, :]) * packing.scale  # [F, 3, 2] from the box corner
     local = torch.where(transposed[:, None, None], local.flip(-1), local)
     return local + origins[piece][:, None, :]
+
+
+def _oriented(corners: torch.Tensor, piece: torch.Tensor, count: int) -> torch.Tensor:
+    """[F, 3, 2] corners, each piece turned rigidly to the smallest of ORIENTATIONS boxes."""
+    if count == 0:
+        return corners
+    angles = torch.arange(ORIENTATIONS, dtype=corners.dtype, device=corners.device)
+    angles = angles * (math.pi / 2 / ORIENTATIONS)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    rotation = torch.stack((torch.stack((cos, -sin), 1), torch.stack((sin, cos), 1)), 1)
+    index = piece[:, None].expand(-1, 2)
+    areas = []
+    for turn in rotation:  # [2, 2]
+        turned = corners @ turn.T
+        lo = turned.new_full((count, 2), math.inf).scatter_reduce(0, index, turned.amin(1), "amin")
+        hi = turned.new_full((count, 2), -math.inf).scatter_reduce(0, index, turned.amax(1), "amax")
+        areas.append((hi - lo).prod(1))
+    best = torch.argmin(torch.stack(areas, 1), dim=1)  # [count], first of equals
+    return torch.einsum("fck,fjk->fcj", corners, rotation[best[piece]])
 
 
 def _with_piece_neighbours(
@@ -105,25 +132,30 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
     expected_scale = math.sqrt(EXPECTED_UTILISATION * size * size / max(area, 1e-12))
     piece = tile_charts(corners, charts.chart_of_face, expected_scale)
     count = int(piece.max()) + 1 if len(piece) else 0
+    corners = _oriented(corners, piece, count)
     mark("atlas.tiles")
     pairs = edge_pairs(faces)
     soup = torch.arange(3 * len(faces), device=faces.device).reshape(-1, 3)
-    for _ in range(MAX_LAYOUT_ROUNDS):
+    for layout_round in range(MAX_LAYOUT_ROUNDS):
         texels = _place(corners, piece, count, size, gutter)
         uvs = (texels / size).reshape(-1, 2).float()
         raster = uv_raster(uvs, soup, size, size, conservative=True)
         overlapping = raster.overlapping & ~isolated
         if not bool(overlapping.any()):
             break
-        overlapping = _with_piece_neighbours(pairs, piece, overlapping) & ~isolated
+        if layout_round == MAX_LAYOUT_ROUNDS - 1:
+            log.warning("atlas: %d faces still overlap", int(overlapping.sum()))
+            break
+        if layout_round >= NEIGHBOUR_ROUNDS:
+            # Every face of a piece that still overlaps goes alone: a triangle alone overlaps
+            # nothing (its neighbours are at least the gutter away).
+            spoilt = torch.zeros(count, dtype=torch.bool, device=piece.device)
+            spoilt[piece[overlapping]] = True
+            overlapping = spoilt[piece] & ~isolated
+        else:
+            overlapping = _with_piece_neighbours(pairs, piece, overlapping) & ~isolated
         isolated |= overlapping
         piece, count = separate(piece, count, overlapping)
-    else:
-        log.warning(
-            "atlas: %d faces still overlap after %d layouts",
-            int(overlapping.sum()),
-            MAX_LAYOUT_ROUNDS,
-        )
     mark("atlas.layout")  # every round of packing, raster and overlap isolation
     u, v = texels[:, 1] - texels[:, 0], texels[:, 2] - texels[:, 0]
     covered = float((0.5 * (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]).abs()).sum())

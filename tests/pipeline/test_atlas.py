@@ -291,3 +291,20 @@ def test_on_cuda_the_atlas_is_deterministic_and_overlap_free() -> None:
     # only through float rounding of the projected corners).
     on_cpu = unwrap(mesh, settings(texture_size=1024))
     assert first.stats["charts"] == on_cpu.stats["charts"]
+
+
+def test_every_piece_of_a_nasty_mesh_has_a_box_of_its_own() -> None:
+    """The pieces reported are the pieces laid out: their boxes in the texture are disjoint
+    (a layout's piece numbers once went stale when the last round still split faces off)."""
+    mesh = nasty_mesh()
+    layout = chart_atlas(mesh.positions, mesh.faces, 512, 2)
+    piece, texels = layout.piece_of_face.numpy(), layout.corner_uvs.numpy() * 512
+    count = piece.max() + 1
+    lo = np.full((count, 2), np.inf)
+    hi = np.full((count, 2), -np.inf)
+    np.minimum.at(lo, piece, texels.min(1))
+    np.maximum.at(hi, piece, texels.max(1))
+    apart = (lo[:, None, :] >= hi[None, :, :]) | (hi[:, None, :] <= lo[None, :, :])  # [P, P, 2]
+    disjoint = apart.any(2)
+    np.fill_diagonal(disjoint, True)
+    assert disjoint.all()

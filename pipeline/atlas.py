@@ -2,17 +2,18 @@
 
 Methods (settings.atlas_method):
 - "charts" (default): normal-cone charts projected along their cone's axis and cut into
-  well-filled tiles (pipeline/charts.py), shelf packed at the largest uniform scale with a
-  gutter (pipeline/packing.py); faces found to overlap at the bake resolution are split off
-  until none does. Torch on the mesh's device (the GPU in production; the same code on the
-  CPU elsewhere), the overlap check the Triton raster (kernels/uv_raster.py). Every step is
-  bounded (at most MAX_LAYOUT_ROUNDS packings), so it cannot hang.
+  well-filled tiles (pipeline/charts.py), each turned to its smallest bounding box, shelf
+  packed at the largest uniform scale with a gutter (pipeline/packing.py); faces found to
+  overlap at the bake resolution are split off until none does. Torch on the mesh's device
+  (the GPU in production; the same code on the CPU elsewhere), the overlap check the Triton
+  raster (kernels/uv_raster.py). Every step is bounded (at most MAX_LAYOUT_ROUNDS packings),
+  so it cannot hang.
 - "xatlas": xatlas (MIT) in a child process killed after settings.atlas_timeout_s, falling
   back to "charts"; kept for comparison, since it takes seconds to minutes at our face counts.
 
-Recipe (unwrap): 1. charts, fold-overs split off; 2. tiles; 3. pack and check overlaps,
-split, repeat; 4. give each (vertex, piece) pair its own vertex, so UV seams become vertex
-splits.
+Recipe (unwrap): 1. charts, fold-overs split off; 2. tiles, turned; 3. pack and check
+overlaps, split, repeat; 4. give each (vertex, piece) pair its own vertex, so UV seams become
+vertex splits.
 """
 
 from __future__ import annotations

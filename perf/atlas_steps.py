@@ -20,15 +20,16 @@ from collections.abc import Callable
 import torch
 
 import pipeline.atlas as atlas_module
+from perf.bench import sync
 from perf.synthetic import synthetic_mesh
 from pipeline.settings import PipelineSettings
 
 
 def _marker(
-    steps: dict[str, list[float]], last: list[float], sync: Callable[[], None]
+    steps: dict[str, list[float]], last: list[float], device: torch.device
 ) -> Callable[[str], None]:
     def mark(step: str) -> None:
-        sync()
+        sync(device)
         now = time.perf_counter()
         steps.setdefault(step, []).append((now - last[0]) * 1e3)
         last[0] = now
@@ -46,22 +47,16 @@ def main() -> None:
     device = torch.device(args.device)
     settings = PipelineSettings(device=args.device)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     for count in args.faces:
         mesh = synthetic_mesh(count, device=device)
         steps: dict[str, list[float]] = {}
         last = [0.0]
-        atlas_module.mark = _marker(steps, last, sync)
+        atlas_module.mark = _marker(steps, last, device)
         for run in range(args.repeat + 1):
-            sync()
+            sync(device)
             last[0] = time.perf_counter()
-            if run == 0:
-                steps.clear()
             atlas_module.unwrap(mesh, settings)
-            if run == 0:
+            if run == 0:  # the warm-up
                 steps.clear()
         line = "  ".join(f"{k} {statistics.median(v):.1f}" for k, v in steps.items())
         total = sum(statistics.median(v) for v in steps.values())
@@ -70,7 +65,7 @@ def main() -> None:
             profiler = cProfile.Profile()
             profiler.enable()
             atlas_module.unwrap(mesh, settings)
-            sync()
+            sync(device)
             profiler.disable()
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 

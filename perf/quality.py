@@ -48,6 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from perf.bench import sync
 from perf.flat_render import VIEW_SIZE, render_views
 from perf.quality_inputs import QualityInput, expand_inputs, load_input
 from perf.quality_metrics import (
@@ -59,7 +60,7 @@ from perf.quality_metrics import (
 )
 from perf.stages import commit
 from pipeline.atlas import unwrap
-from pipeline.bake import bake_texture
+from pipeline.bake import bake_texture, quantise
 from pipeline.settings import PipelineSettings, parse_overrides, settings_from_env
 from pipeline.types import UVMesh
 
@@ -69,7 +70,6 @@ __all__ = [
     "measure_input",
     "measure_method",
     "parse_methods",
-    "quantise",
     "timed",
 ]
 
@@ -79,17 +79,12 @@ XATLAS = "xatlas"
 T = TypeVar("T")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(fn: Callable[[], T], device: torch.device) -> tuple[T, float]:
     """fn() and its wall milliseconds, the device synchronised before and after."""
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     result = fn()
-    _sync(device)
+    sync(device)
     return result, (time.perf_counter() - start) * 1e3
 
 
@@ -110,11 +105,6 @@ def _check_face_order(item: QualityInput, uv_mesh: UVMesh) -> None:
     )
     if not same:
         raise RuntimeError(f"{item.name}: the atlas changed the faces or their corner order")
-
-
-def quantise(texture: torch.Tensor) -> torch.Tensor:
-    """[S, S, 3] float in [0, 1] -> uint8, rounded as pipeline.bake stores it."""
-    return (texture * 255 + 0.5).to(torch.uint8)
 
 
 def measure_method(

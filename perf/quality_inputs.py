@@ -27,7 +27,7 @@ import torch
 
 from kernels.vertex_normals import vertex_normals
 from perf.quality_metrics import sample_bilinear
-from perf.synthetic import procedural_colour, synthetic_mesh
+from perf.synthetic import FIT_SIDE, procedural_colour, synthetic_mesh
 from pipeline.bake import ColourSource, field_colour
 from pipeline.decode import decode_image
 from pipeline.generators.inflate import InflateGenerator
@@ -45,7 +45,6 @@ SYNTHETIC_PREFIX = "synthetic:"
 WELD_FRACTION = 1e-6
 # trimesh gives a material without an image a 2 x 2 image of its diffuse colour.
 PLACEHOLDER_TEXELS = 4
-FIT_SIDE = 0.98  # largest side of a fitted file mesh, as the pipeline's fit_margin leaves it
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Quality numbers of a UV atlas and of the texture baked into it (perf/quality.py).
 
 - `uv_charts`: a chart is a connected component of the UV mesh, faces joined through edges
-  whose two UV-vertex indices they share (scipy's connected components on the host).
+  whose two UV-vertex indices they share (pipeline.face_graph's components, on the device).
 - `overlap_texels`: texels whose centre lies strictly inside faces of two or more distinct
   charts, at the texture's size. Strictly: every edge function above OVERLAP_EPSILON_TEXELS
   (as a distance), so faces that share an edge, or merely touch, never count. Per texel the
@@ -25,13 +25,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-import scipy.sparse as sp
 import torch
-from scipy.sparse.csgraph import connected_components
 
 from perf.flat_render import View, box_candidates
 from pipeline.bake import ColourSource
+from pipeline.face_graph import components, rank_by_first
 
 __all__ = [
     "Fidelity",
@@ -66,10 +64,8 @@ def uv_charts(faces: torch.Tensor) -> tuple[torch.Tensor, int]:
     order = torch.sort(key, stable=True).indices
     same = key[order][1:] == key[order][:-1]  # consecutive corners of one edge
     owner = order // 3  # [3F] the face of each sorted edge
-    a, b = owner[:-1][same].cpu().numpy(), owner[1:][same].cpu().numpy()
-    graph = sp.coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(F, F))
-    count, labels = connected_components(graph, directed=False)
-    return torch.from_numpy(labels.astype(np.int64)).to(faces.device), int(count)
+    # Every face on an edge joins (pipeline.face_graph.edge_pairs only joins two-face edges).
+    return rank_by_first(components(F, owner[:-1][same], owner[1:][same]))
 
 
 def utilisation(uvs: torch.Tensor, faces: torch.Tensor) -> float:

@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from kernels.vertex_normals import vertex_normals
+from pipeline.settings import PipelineSettings
 from pipeline.types import Frame, Mesh
 
 __all__ = ["procedural_colour", "synthetic_mesh"]
 
-FIT_SIDE = 0.98  # largest side of the mesh, as the pipeline's fit_margin 0.02 leaves it
+FIT_SIDE = 1 - PipelineSettings().fit_margin  # largest side, as the pipeline's fit leaves it
 # Marching-cubes faces of the solid scale with the grid's side squared; the first estimate
 # (from a PROBE_RESOLUTION grid) lands within a few percent, one correction when it does not.
 PROBE_RESOLUTION = 48

@@ -121,7 +121,8 @@ def _with_piece_neighbours(
 
 def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter: int) -> Layout:
     """positions [V, 3], faces [F, 3] (one device) -> the layout of the faces in the texture."""
-    charts = segment_charts(positions, faces)
+    pairs = edge_pairs(faces)
+    charts = segment_charts(positions, faces, pairs)
     mark("atlas.segment")
     # Local fold-overs are found without a texel grid; the raster below catches the rest.
     corners = project_charts(positions, faces, charts)
@@ -135,7 +136,6 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
     count = int(piece.max()) + 1 if len(piece) else 0
     corners = _oriented(corners, piece, count)
     mark("atlas.tiles")
-    pairs = edge_pairs(faces)
     soup = torch.arange(3 * len(faces), device=faces.device).reshape(-1, 3)
     for layout_round in range(MAX_LAYOUT_ROUNDS):
         texels = _place(corners, piece, count, size, gutter)

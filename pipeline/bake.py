@@ -25,7 +25,7 @@ from kernels.uv_raster import UVRaster, uv_raster
 from pipeline.settings import PipelineSettings
 from pipeline.types import Frame, RawAsset, TexturedMesh, UVMesh
 
-__all__ = ["ColourSource", "bake", "bake_texture", "field_colour"]
+__all__ = ["ColourSource", "bake", "bake_texture", "field_colour", "quantise"]
 
 log = logging.getLogger("pipeline.bake")
 
@@ -66,11 +66,16 @@ def bake_texture(mesh: UVMesh, size: int, colour: ColourSource) -> torch.Tensor:
     return dilate(texture, covered)
 
 
+def quantise(texture: torch.Tensor) -> torch.Tensor:
+    """[S, S, 3] float in [0, 1] -> the uint8 texture the GLB stores (rounded)."""
+    return (texture * 255 + 0.5).to(torch.uint8)
+
+
 def bake(mesh: UVMesh, asset: RawAsset, settings: PipelineSettings) -> TexturedMesh:
     start = time.perf_counter()
     size = settings.texture_size
     texture = bake_texture(mesh, size, field_colour(asset, mesh.frame, mesh.positions.device))
-    base_color = (texture * 255 + 0.5).to(torch.uint8).cpu().numpy()
+    base_color = quantise(texture).cpu().numpy()
     log.info(
         "bake: %d faces -> %dx%d texture, %.0f ms",
         len(mesh.faces),

@@ -96,8 +96,15 @@ def face_normals(positions: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return n / n.norm(dim=1, keepdim=True).clamp_min(1e-30)
 
 
-def segment_charts(positions: torch.Tensor, faces: torch.Tensor) -> Charts:
-    """positions [V, 3], faces [F, 3] -> a chart and a direction per face."""
+def segment_charts(
+    positions: torch.Tensor,
+    faces: torch.Tensor,
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> Charts:
+    """positions [V, 3], faces [F, 3] -> a chart and a direction per face.
+
+    pairs: `edge_pairs(faces)` when the caller has it already.
+    """
     F, K = len(faces), len(DIRECTIONS)
     device = faces.device
     if F == 0:
@@ -105,7 +112,7 @@ def segment_charts(positions: torch.Tensor, faces: torch.Tensor) -> Charts:
         return Charts(empty, empty, 0)
     normals = face_normals(positions, faces)
     score = normals @ DIRECTIONS.to(device).T  # [F, K] cosines
-    a, b = edge_pairs(faces)
+    a, b = edge_pairs(faces) if pairs is None else pairs
     label = _smoothed_labels(normals, score, a, b)
     every = torch.arange(F, device=device)
     for _ in range(SMOOTH_ROUNDS):

@@ -20,6 +20,7 @@ from pipeline.charts import (
     DIRECTIONS,
     SMOOTH_MIN_COS,
     Charts,
+    chart_directions,
     isolate_faces,
     pleated_faces,
     project_charts,
@@ -171,20 +172,60 @@ def test_every_face_projects_counter_clockwise_with_bounded_shrink(mesh) -> None
     assert ratio.max() <= 1 + COS_SLACK
 
 
-def test_projection_keeps_the_in_plane_coordinates() -> None:
-    """Projection along an axis drops that coordinate and keeps the other two (up to sign)."""
-    positions, faces = meshes()["bumpy_sphere"]
+def test_projection_is_rigid_in_the_plane_across_each_charts_direction(mesh) -> None:
+    """Each chart is laid flat along chart_directions: corner distances in the projection are
+    the 3D distances less their component along the chart's direction."""
+    positions, faces = mesh
     charts = segment(positions, faces)
     corners = project(positions, faces, charts)
-    p = positions[faces]  # [F, 3, 3]
-    for axis in range(6):
-        chosen = charts.direction_of_face.numpy() == axis
-        dropped = int(np.argmax(np.abs(AXES[axis])))
-        kept = [d for d in range(3) if d != dropped]
-        np.testing.assert_allclose(
-            np.sort(np.abs(corners[chosen]), axis=-1),
-            np.sort(np.abs(p[chosen][..., kept]), axis=-1),
-        )
+    direction = chart_directions(
+        torch.from_numpy(positions), torch.from_numpy(faces), charts
+    ).numpy()[charts.chart_of_face.numpy()]  # [F, 3]
+    np.testing.assert_allclose(np.linalg.norm(direction, axis=1), 1.0, atol=1e-12)
+    p = positions[faces]
+    for i, j in ((0, 1), (1, 2), (2, 0)):
+        edge = p[:, j] - p[:, i]
+        along = (edge * direction).sum(1)
+        flat = np.linalg.norm(corners[:, j] - corners[:, i], axis=1)
+        np.testing.assert_allclose(flat**2, (edge**2).sum(1) - along**2, atol=1e-12)
+
+
+def test_a_tilted_flat_side_projects_without_shrink() -> None:
+    """A box turned off the axes: each side is one chart laid out along its own normal, so
+    projected areas are the true ones (along an axis they would shrink by the tilt's cos)."""
+    box = trimesh.creation.box(extents=(1.0, 0.5, 0.25))
+    box.apply_transform(trimesh.transformations.rotation_matrix(0.5, [1.0, 1.0, 0.0]))
+    positions, faces = np.asarray(box.vertices), np.asarray(box.faces, np.int64)
+    charts = segment(positions, faces)
+    assert charts.count == 6
+    ratio = signed_areas(project(positions, faces, charts)) / true_double_areas(positions, faces)
+    np.testing.assert_allclose(ratio, 1.0, atol=1e-12)
+
+
+def two_faces(tilt_a: float, tilt_b: float, scale_b: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two separate triangles, normals in the x-z plane tilted tilt_a and -tilt_b radians off
+    +Z; the second scale_b times the size of the first."""
+    base = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    out = []
+    for tilt, size in ((tilt_a, 1.0), (-tilt_b, scale_b)):
+        turn = trimesh.transformations.rotation_matrix(tilt, [0.0, 1.0, 0.0])[:3, :3]
+        out.append(base * size @ turn.T)
+    return np.concatenate(out), np.array([[0, 1, 2], [3, 4, 5]])
+
+
+def test_a_chart_takes_its_mean_normal_unless_a_face_would_fall_outside_the_cone() -> None:
+    charts = one_chart(2)  # axis +Z
+    positions, faces = two_faces(0.3, 0.3, 0.5)
+    direction = chart_directions(torch.from_numpy(positions), torch.from_numpy(faces), charts)
+    # Area-weighted mean of the unit normals (areas 1 : 0.25).
+    normals = np.array([[np.sin(0.3), 0, np.cos(0.3)], [-np.sin(0.3), 0, np.cos(0.3)]])
+    mean = normals[0] + 0.25 * normals[1]
+    np.testing.assert_allclose(direction.numpy()[0], mean / np.linalg.norm(mean), atol=1e-12)
+    # 1.2 rad (cos 0.36) each side of +Z: the mean leans towards the larger face, leaving the
+    # smaller one beyond SMOOTH_MIN_COS of it, so the chart keeps its axis.
+    positions, faces = two_faces(1.2, 1.2, 0.5)
+    direction = chart_directions(torch.from_numpy(positions), torch.from_numpy(faces), charts)
+    np.testing.assert_array_equal(direction.numpy()[0], [0.0, 0.0, 1.0])
 
 
 def test_a_box_gets_one_chart_per_side_along_its_outward_normal() -> None:
@@ -357,48 +398,67 @@ def grid_corners(n: int, holes: bool = False) -> tuple[np.ndarray, np.ndarray]:
     return np.array(corners, np.float64), np.array(squares)
 
 
+GUTTER = 4
+
+
 def tiles(corners: np.ndarray, chart: np.ndarray, scale: float) -> np.ndarray:
-    return tile_charts(torch.from_numpy(corners), torch.from_numpy(chart), scale).numpy()
+    return tile_charts(torch.from_numpy(corners), torch.from_numpy(chart), scale, GUTTER).numpy()
 
 
-def piece_fill(corners: np.ndarray, piece: np.ndarray, p: int) -> tuple[float, float]:
-    """(fill of its box, longest side) of one piece, in the units of `corners`."""
-    mine = corners[piece == p]
-    extent = mine.reshape(-1, 2).max(0) - mine.reshape(-1, 2).min(0)
-    return signed_areas(mine).sum() / 2 / np.prod(extent), float(extent.max())
+def box_cost(texels: np.ndarray) -> float:
+    """The texture a group of faces takes: its bounding box (at least a texel) plus gutter."""
+    points = texels.reshape(-1, 2)
+    extent = np.maximum(points.max(0) - points.min(0), 1.0) + GUTTER
+    return float(extent[0] * extent[1])
 
 
-def test_a_full_square_small_enough_stays_one_piece() -> None:
+def least_cost(texels: np.ndarray, level: int) -> float:
+    """The cheapest cut of one node (its faces' texel corners) along the cells below `level`,
+    by plain recursion: keep the node whole, or cut it into its cells at the next level."""
+    whole = box_cost(texels)
+    if level == len(charts_module.TILE_LEVELS):
+        return whole
+    cell = charts_module.TILE_LEVELS[level]
+    keys = np.floor(texels.mean(1) / cell)
+    _, group = np.unique(keys, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    cut = sum(least_cost(texels[group == g], level + 1) for g in range(group.max() + 1))
+    return min(whole, cut)
+
+
+def pieces_cost(texels: np.ndarray, piece: np.ndarray) -> float:
+    return sum(box_cost(texels[piece == p]) for p in range(piece.max() + 1))
+
+
+def test_a_full_square_stays_one_piece_at_any_size() -> None:
     corners, _ = grid_corners(16)
-    # 16 model units at 4 texels each: 64 texels, one cell of the first level.
-    piece = tiles(corners, np.zeros(len(corners), np.int64), 4.0)
-    assert (piece == 0).all()
+    # 4 to 64 texels a unit: the square spans up to 1024 texels, two cells of the first level.
+    for scale in (4.0, 16.0, 64.0):
+        piece = tiles(corners, np.zeros(len(corners), np.int64), scale)
+        assert (piece == 0).all(), scale
 
 
-def test_a_large_square_is_cut_into_cells_of_the_first_level() -> None:
-    corners, squares = grid_corners(32)
-    scale = 2 * charts_module.TILE_TEXELS / 32  # the square spans two cells each way
-    piece = tiles(corners, np.zeros(len(corners), np.int64), scale)
-    assert piece.max() + 1 == 4
-    cell = (squares * scale) // charts_module.TILE_TEXELS
-    # The pieces are exactly the cells.
-    pairs = np.unique(np.stack([piece, cell[:, 0] * 2 + cell[:, 1]], 1), axis=0)
-    assert len(pairs) == 4
-
-
-def test_pieces_refine_charts_fill_their_boxes_and_are_numbered_by_first_face() -> None:
+def test_tiles_are_the_cheapest_cut_and_cut_where_it_pays() -> None:
     corners, squares = grid_corners(64, holes=True)
     chart = (squares[:, 0] >= 32).astype(np.int64)  # two charts side by side
-    scale = charts_module.TILE_TEXELS / 16  # 16 units per first-level cell
+    # 16 texels a unit: each chart 512 x 1024 texels, holes of 64 texels in a checkerboard.
+    scale = 16.0
     piece = tiles(corners, chart, scale)
+    texels = corners * scale
+    cheapest = sum(least_cost(texels[chart == c], 0) for c in (0, 1))
+    whole = sum(box_cost(texels[chart == c]) for c in (0, 1))
+    assert pieces_cost(texels, piece) == pytest.approx(cheapest, rel=1e-12)
+    # The holes make cutting pay: 32 x 32-texel checkerboard squares alone need half the area.
+    assert cheapest < 0.7 * whole
+    assert piece.max() + 1 > 2
+
+
+def test_pieces_refine_charts_and_are_numbered_by_first_face() -> None:
+    corners, squares = grid_corners(64, holes=True)
+    chart = (squares[:, 0] >= 32).astype(np.int64)
+    piece = tiles(corners, chart, 16.0)
     count = piece.max() + 1
     assert np.array_equal(np.unique(piece), np.arange(count))
     first = np.array([np.nonzero(piece == p)[0][0] for p in range(count)])
     assert (np.diff(first) > 0).all()
     assert all(len(np.unique(chart[piece == p])) == 1 for p in range(count))
-    min_units = charts_module.MIN_TILE_TEXELS / scale
-    for p in range(count):
-        fill, longest = piece_fill(corners, piece, p)
-        # A checkerboard of 4-unit squares fills 1/2 of a 16-unit cell: split to 8-unit cells
-        # (MIN_TILE_TEXELS), which the pattern fills 1/2 or 1 and cannot split further.
-        assert fill >= charts_module.TILE_MIN_FILL or longest <= min_units + 1e-9

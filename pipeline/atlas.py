@@ -2,17 +2,19 @@
 
 Methods (settings.atlas_method):
 - "charts" (default): normal-cone charts projected along their cone's axis and cut into
-  well-filled tiles (pipeline/charts.py), each turned to its smallest bounding box, shelf
-  packed at the largest uniform scale with a gutter (pipeline/packing.py); faces found to
-  overlap at the bake resolution are split off until none does. Torch on the mesh's device
+  tiles where that saves texture (pipeline/charts.py), each turned to its smallest bounding
+  box, shelf packed at the largest uniform scale with a gutter (pipeline/packing.py), then
+  small pieces nested into the room large ones leave, at a larger scale where all fit
+  (pipeline/nesting.py); faces found to overlap at the bake resolution are split off and
+  moved into free room, the rest staying on the same texel grid, until none does. Torch on the mesh's device
   (the GPU in production; the same code on the CPU elsewhere), the overlap check the Triton
   raster (kernels/uv_raster.py). Every step is bounded (at most MAX_LAYOUT_ROUNDS packings),
   so it cannot hang.
 - "xatlas": xatlas (MIT) in a child process killed after settings.atlas_timeout_s, falling
   back to "charts"; kept for comparison, since it takes seconds to minutes at our face counts.
 
-Recipe (unwrap): 1. charts, fold-overs split off; 2. tiles, turned; 3. pack and check
-overlaps, split, repeat; 4. give each (vertex, piece) pair its own vertex, so UV seams become
+Recipe (unwrap): 1. charts, fold-overs split off; 2. tiles, turned; 3. pack and nest, check
+overlaps, split and move, repeat; 4. give each (vertex, piece) pair its own vertex, so UV seams become
 vertex splits.
 """
 
@@ -38,6 +40,7 @@ from pipeline.charts import (
     tile_charts,
 )
 from pipeline.face_graph import edge_pairs
+from pipeline.nesting import nest_faces, nest_pieces
 from pipeline.packing import pack_rectangles
 from pipeline.profiling import mark
 from pipeline.settings import PipelineSettings
@@ -80,7 +83,10 @@ def _place(
     index = piece[:, None].expand(-1, 2)
     lo = lo.scatter_reduce(0, index, corners.amin(1), "amin")
     hi = hi.scatter_reduce(0, index, corners.amax(1), "amax")
-    packing = pack_rectangles((hi - lo).cpu().numpy(), size, gutter)
+    extents = (hi - lo).cpu().numpy()
+    packing = nest_pieces(
+        corners, piece, lo, extents, pack_rectangles(extents, size, gutter), size, gutter
+    )
     origins = torch.from_numpy(packing.origins).to(corners)
     transposed = torch.from_numpy(packing.transposed).to(corners.device)[piece]
     local = (corners - lo[piece][:, None, :]) * packing.scale  # [F, 3, 2] from the box corner
@@ -137,8 +143,8 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
     corners = _oriented(corners, piece, count)
     mark("atlas.tiles")
     soup = torch.arange(3 * len(faces), device=faces.device).reshape(-1, 3)
+    texels = _place(corners, piece, count, size, gutter)
     for layout_round in range(MAX_LAYOUT_ROUNDS):
-        texels = _place(corners, piece, count, size, gutter)
         uvs = (texels / size).reshape(-1, 2).float()
         raster = uv_raster(uvs, soup, size, size, conservative=True)
         overlapping = raster.overlapping & ~isolated
@@ -157,6 +163,10 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
             overlapping = _with_piece_neighbours(pairs, piece, overlapping) & ~isolated
         isolated |= overlapping
         piece, count = separate(piece, count, overlapping)
+        # The faces taken out move into free space and the rest stay, on the same texel grid,
+        # so nothing new can overlap; only where there is no room is everything packed anew.
+        moved = nest_faces(texels, overlapping, size, gutter)
+        texels = moved if moved is not None else _place(corners, piece, count, size, gutter)
     mark("atlas.layout")  # every round of packing, raster and overlap isolation
     u, v = texels[:, 1] - texels[:, 0], texels[:, 2] - texels[:, 0]
     covered = float((0.5 * (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]).abs()).sum())

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Packing", "pack_rectangles"]
+__all__ = ["Packing", "box_sizes", "pack_rectangles", "shelves"]
 
 # Halvings of the scale interval: 16 leave it within 2^-16 of the best, far below a texel.
 BISECTION_STEPS = 16
@@ -25,14 +25,14 @@ class Packing:
     transposed: np.ndarray  # [C] bool: the chart's (u, v) are swapped to lie flat
 
 
-def _sizes(extents: np.ndarray, scale: float, gutter: int) -> tuple[np.ndarray, np.ndarray]:
+def box_sizes(extents: np.ndarray, scale: float, gutter: int) -> tuple[np.ndarray, np.ndarray]:
     """[C, 2] texel sizes (gutter included), flat side first, and the transposed flags."""
     sizes = np.maximum(np.ceil(extents * scale), 1).astype(np.int64) + gutter
     transposed = sizes[:, 1] > sizes[:, 0]
     return np.where(transposed[:, None], sizes[:, ::-1], sizes), transposed
 
 
-def _shelves(sizes: np.ndarray, width: int, height: int) -> np.ndarray | None:
+def shelves(sizes: np.ndarray, width: int, height: int) -> np.ndarray | None:
     """[C, 2] box origins, or None when the boxes do not fit."""
     order = np.lexsort((np.arange(len(sizes)), -sizes[:, 0], -sizes[:, 1]))
     origins = np.zeros((len(sizes), 2), np.int64)
@@ -68,8 +68,8 @@ def pack_rectangles(extents: np.ndarray, size: int, gutter: int) -> Packing:
     best: tuple[float, np.ndarray, np.ndarray] | None = None
     for step in range(BISECTION_STEPS):
         scale = high if step == 0 else (low + high) / 2
-        sizes, transposed = _sizes(extents, scale, gutter)
-        origins = _shelves(sizes, size, size)
+        sizes, transposed = box_sizes(extents, scale, gutter)
+        origins = shelves(sizes, size, size)
         if origins is None:
             high = scale
         else:

@@ -293,18 +293,22 @@ def test_on_cuda_the_atlas_is_deterministic_and_overlap_free() -> None:
     assert first.stats["charts"] == on_cpu.stats["charts"]
 
 
-def test_every_piece_of_a_nasty_mesh_has_a_box_of_its_own() -> None:
-    """The pieces reported are the pieces laid out: their boxes in the texture are disjoint
-    (a layout's piece numbers once went stale when the last round still split faces off)."""
+def test_faces_of_different_pieces_of_a_nasty_mesh_are_a_gutter_apart() -> None:
+    """The pieces reported are the pieces laid out, a gutter apart: any two faces of
+    different pieces have boxes that, grown by half the gutter, do not overlap (nested small
+    pieces sit in other pieces' boxes, never near their faces; a layout's piece numbers once
+    went stale when the last round still split faces off)."""
     mesh = nasty_mesh()
-    layout = chart_atlas(mesh.positions, mesh.faces, 512, 2)
-    piece, texels = layout.piece_of_face.numpy(), layout.corner_uvs.numpy() * 512
-    count = piece.max() + 1
-    lo = np.full((count, 2), np.inf)
-    hi = np.full((count, 2), -np.inf)
-    np.minimum.at(lo, piece, texels.min(1))
-    np.maximum.at(hi, piece, texels.max(1))
-    apart = (lo[:, None, :] >= hi[None, :, :]) | (hi[:, None, :] <= lo[None, :, :])  # [P, P, 2]
-    disjoint = apart.any(2)
-    np.fill_diagonal(disjoint, True)
-    assert disjoint.all()
+    gutter = 2
+    layout = chart_atlas(mesh.positions, mesh.faces, 512, gutter)
+    piece, texels = layout.piece_of_face.numpy(), layout.corner_uvs.numpy().astype(np.float64)
+    texels = texels * 512
+    lo, hi = texels.min(1) - gutter / 2, texels.max(1) + gutter / 2
+    slack = 1e-3  # float32 uvs
+    for start in range(0, len(piece), 1024):
+        part = slice(start, start + 1024)
+        apart = (lo[part, None, :] >= hi[None, :, :] - slack) | (
+            hi[part, None, :] <= lo[None, :, :] + slack
+        )
+        clash = ~apart.any(2) & (piece[part, None] != piece[None, :])
+        assert not clash.any(), np.argwhere(clash)[:5]

@@ -1,0 +1,209 @@
+"""Nesting: small pieces dropped into the space the large pieces' boxes leave empty.
+
+Shelf packing (pipeline/packing.py) lays out bounding boxes, so a ragged piece wastes the
+empty part of its box, and a tiny piece costs a box that is mostly gutter. Here the large
+pieces go on shelves as before, and the texture is seen as a grid of cells `gutter` texels
+wide: a cell is taken when a large piece's face, grown by half the gutter, touches it. Each
+small piece needs a window of whole cells holding its box and gutter; windows of one size are
+laid on a lattice of that size, so they never overlap one another, and the small pieces of
+that size, in piece order, take the free lattice windows in row order (the lattice shifted by
+half a window for the rest). Largest windows first. Faces of different pieces stay a gutter
+apart: half of it inside each small piece's window, half around each large piece's faces.
+
+`nest_pieces` tries scales above the shelf packing's by bisection, NEST_STEPS times, and
+keeps the largest that fits every piece. Integer tensor work on the pieces' device
+(cumulative sums and integer scatter-adds only), so the same input gives the same layout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.packing import Packing, box_sizes, shelves
+
+__all__ = ["nest_faces", "nest_pieces"]
+
+# Pieces whose window (box and gutter, in cells of `gutter` texels) is at most this many cells
+# on its longer side are nested; the rest go on shelves.
+NEST_CELLS = 8
+# Trial scales between the shelf packing's and the area bound.
+NEST_STEPS = 6
+# Sizes a face taken out of its piece tries, in turn, when free windows are scarce.
+MOVED_SHRINK = (1.0, 0.5, 0.25)
+SHIFTS_PER_SIDE = 4
+
+
+def _taken_cells(texels: torch.Tensor, gutter: int, grid: int) -> torch.Tensor:
+    """[grid, grid] bool: cells touched by any face [F, 3, 2] (texels) grown by gutter / 2."""
+    half = gutter / 2
+    lo = torch.floor((texels.amin(1) - half) / gutter).long().clamp(0, grid - 1)  # [F, 2]
+    hi = torch.floor((texels.amax(1) + half) / gutter).long().clamp(0, grid - 1) + 1
+    # Each face's cell box as four corner increments of a 2D difference array.
+    side = grid + 1
+    counts = torch.zeros(side * side, dtype=torch.int64, device=texels.device)
+    one = torch.ones(len(lo), dtype=torch.int64, device=texels.device)
+    for y, x, sign in ((lo, lo, 1), (lo, hi, -1), (hi, lo, -1), (hi, hi, 1)):
+        counts.index_add_(0, y[:, 1] * side + x[:, 0], sign * one)
+    return counts.view(side, side).cumsum(0).cumsum(1)[:grid, :grid] > 0
+
+
+def _drop_windows(
+    taken: torch.Tensor, members: np.ndarray, width: int, height: int, every_shift: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Place `members` in free width x height-cell windows of `taken` (updated in place) on
+    the lattice and then the half-shifted lattice (or every shift of it, one after another)
+    -> (placed members, their (x, y) cells)."""
+    grid = len(taken)
+    placed, where = [], []
+    if width > grid or height > grid:
+        return np.zeros(0, np.int64), np.zeros((0, 2), np.int64)
+    if every_shift:  # at most SHIFTS_PER_SIDE^2 of them for large windows
+        step_x, step_y = -(-width // SHIFTS_PER_SIDE), -(-height // SHIFTS_PER_SIDE)
+        shifts = [(x, y) for y in range(0, height, step_y) for x in range(0, width, step_x)]
+    else:
+        shifts = [(0, 0)] + ([(width // 2, height // 2)] if width > 1 or height > 1 else [])
+    for ox, oy in shifts:
+        if len(members) == 0:
+            break
+        ys = torch.arange(oy, grid - height + 1, height, device=taken.device)
+        xs = torch.arange(ox, grid - width + 1, width, device=taken.device)
+        if len(ys) == 0 or len(xs) == 0:
+            continue
+        summed = torch.zeros((grid + 1, grid + 1), dtype=torch.int64, device=taken.device)
+        summed[1:, 1:] = taken.long().cumsum(0).cumsum(1)
+        y0, y1, x0, x1 = ys[:, None], ys[:, None] + height, xs[None, :], xs[None, :] + width
+        inside = summed[y1, x1] - summed[y0, x1] - summed[y1, x0] + summed[y0, x0]
+        free = torch.nonzero((inside == 0).reshape(-1)).squeeze(1)[: len(members)]
+        if len(free) == 0:
+            continue
+        cy, cx = ys[free // len(xs)], xs[free % len(xs)]
+        dy = torch.arange(height, device=taken.device)
+        dx = torch.arange(width, device=taken.device)
+        rows = (cy[:, None, None] + dy[None, :, None]).expand(-1, height, width)
+        columns = (cx[:, None, None] + dx[None, None, :]).expand(-1, height, width)
+        taken[rows.reshape(-1), columns.reshape(-1)] = True
+        count = len(free)
+        placed.append(members[:count])
+        where.append(torch.stack((cx, cy), 1).cpu().numpy())
+        members = members[count:]
+    if not placed:
+        return np.zeros(0, np.int64), np.zeros((0, 2), np.int64)
+    return np.concatenate(placed), np.concatenate(where)
+
+
+def _try_scale(
+    corners: torch.Tensor,
+    piece: torch.Tensor,
+    box_lo: torch.Tensor,
+    extents: np.ndarray,
+    scale: float,
+    size: int,
+    gutter: int,
+) -> Packing | None:
+    sizes, transposed = box_sizes(extents, scale, gutter)
+    cells = -(-sizes // gutter)  # [C, 2] window cells (flat side first)
+    small = cells.max(1) <= NEST_CELLS
+    if not small.any():
+        return None  # nothing to nest: the shelf packing is the layout
+    origins = np.zeros((len(extents), 2), np.int64)
+    large = np.nonzero(~small)[0]
+    if len(large):
+        found = shelves(sizes[large], size, size)
+        if found is None:
+            return None
+        origins[large] = found + gutter // 2
+    grid = size // gutter
+    is_large = torch.from_numpy(~small).to(piece.device)
+    flip = torch.from_numpy(transposed).to(piece.device)
+    faces = torch.nonzero(is_large[piece]).squeeze(1)
+    owner = piece[faces]
+    local = (corners[faces] - box_lo[owner][:, None, :]) * scale
+    local = torch.where(flip[owner][:, None, None], local.flip(-1), local)
+    texels = local + torch.from_numpy(origins).to(corners)[owner][:, None, :]
+    taken = _taken_cells(texels, gutter, grid)
+    members = np.nonzero(small)[0]
+    window = cells[members]
+    # Largest windows first, then wider, then piece order.
+    order = np.lexsort((members, -window[:, 1], -window[:, 0], -window.prod(1)))
+    members, window = members[order], window[order]
+    key = window[:, 0] * (NEST_CELLS + 1) + window[:, 1]
+    for group in np.split(np.arange(len(members)), np.flatnonzero(np.diff(key)) + 1):
+        width, height = (int(v) for v in window[group[0]])
+        placed, where = _drop_windows(taken, members[group], width, height)
+        if len(placed) < len(group):
+            return None
+        origins[placed] = where * gutter + gutter // 2
+    return Packing(scale, origins, transposed)
+
+
+def nest_pieces(
+    corners: torch.Tensor,
+    piece: torch.Tensor,
+    box_lo: torch.Tensor,
+    extents: np.ndarray,
+    baseline: Packing,
+    size: int,
+    gutter: int,
+) -> Packing:
+    """corners [F, 3, 2] (model units), piece [F], box_lo [C, 2] each piece's box corner,
+    extents [C, 2] its size; baseline: the shelf packing -> the layout at the largest scale
+    found, the baseline where nesting finds none larger."""
+    area = float((extents[:, 0] * extents[:, 1]).sum())
+    if area <= 0 or gutter < 1:
+        return baseline
+    low, high = baseline.scale, float(np.sqrt(size * size / area))
+    best = baseline
+    for _ in range(NEST_STEPS):
+        if high <= low * (1 + 1e-4):
+            break
+        scale = (low + high) / 2
+        found = _try_scale(corners, piece, box_lo, extents, scale, size, gutter)
+        if found is None:
+            high = scale
+        else:
+            low, best = scale, found
+    return best
+
+
+def nest_faces(
+    texels: torch.Tensor, moving: torch.Tensor, size: int, gutter: int
+) -> torch.Tensor | None:
+    """texels [F, 3, 2]: a layout; moving [F] bool: faces that become pieces of their own ->
+    the layout with each of them moved, unturned, into a free window of the cells the other
+    faces leave, or None where there is no room for all. A face that finds no window at its
+    size tries again at half and a quarter of it (MOVED_SHRINK): these are the few faces a
+    fold took out. Every other face keeps its texels, so it samples the texture as before."""
+    grid = size // gutter
+    if gutter < 1 or grid < 1:
+        return None
+    taken = _taken_cells(texels[~moving], gutter, grid)
+    members = torch.nonzero(moving).squeeze(1)
+    lo = texels[members].amin(1)  # [M, 2]
+    extent = (texels[members].amax(1) - lo).cpu().numpy()
+    origins = np.zeros((len(members), 2), np.int64)
+    factor = np.ones(len(members))
+    waiting = np.arange(len(members))
+    for shrink in MOVED_SHRINK:
+        sizes = np.maximum(np.ceil(extent[waiting] * shrink), 1).astype(np.int64) + gutter
+        cells = -(-sizes // gutter)  # [M, 2] window cells
+        order = np.lexsort((waiting, -cells[:, 1], -cells[:, 0], -cells.prod(1)))
+        ordered, candidates = cells[order], waiting[order]
+        key = ordered[:, 0] * (grid + 1) + ordered[:, 1]
+        left = []
+        for group in np.split(np.arange(len(order)), np.flatnonzero(np.diff(key)) + 1):
+            width, height = (int(v) for v in ordered[group[0]])
+            placed, where = _drop_windows(taken, candidates[group], width, height, True)
+            origins[placed] = where * gutter + gutter // 2
+            factor[placed] = shrink
+            left.append(np.setdiff1d(candidates[group], placed))
+        waiting = np.concatenate(left) if left else waiting[:0]
+        if len(waiting) == 0:
+            break
+    if len(waiting):
+        return None
+    moved = texels.clone()
+    scale = torch.from_numpy(factor).to(texels)[:, None, None]
+    start = torch.from_numpy(origins).to(texels)[:, None, :]
+    moved[members] = (texels[members] - lo[:, None, :]) * scale + start
+    return moved

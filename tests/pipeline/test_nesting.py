@@ -1,0 +1,108 @@
+"""nest_pieces and nest_faces: small pieces dropped into the room large pieces' boxes leave,
+checked for the gutter between every two pieces, the texture's bounds, and a scale at least
+the shelf packing's (larger where there is room to use)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.nesting import nest_faces, nest_pieces
+from pipeline.packing import pack_rectangles
+
+SIZE = 256
+GUTTER = 2
+
+
+def ragged_pieces(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Large L-shaped pieces (four triangles in an L, a big empty corner in their box) and
+    many single small triangles: corners [F, 3, 2] in model units, piece [F]."""
+    rng = np.random.default_rng(seed)
+    corners, piece = [], []
+    for p in range(6):
+        w = rng.uniform(2.0, 3.0)
+        bar = [[0, 0], [w, 0], [w, 0.5]], [[0, 0], [w, 0.5], [0, 0.5]]
+        foot = [[0, 0.5], [0.5, 0.5], [0.5, w]], [[0, 0.5], [0.5, w], [0, w]]
+        for triangle in (*bar, *foot):
+            corners.append(triangle)
+            piece.append(p)
+    for p in range(6, 306):
+        a, b = rng.uniform(0.05, 0.2, 2)
+        corners.append([[0, 0], [a, 0], [0, b]])
+        piece.append(p)
+    return torch.tensor(corners, dtype=torch.float64), torch.tensor(piece)
+
+
+def layout(corners: torch.Tensor, piece: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+    """-> texel corners [F, 3, 2] of the nested layout, its scale, the shelf packing's."""
+    count = int(piece.max()) + 1
+    lo = torch.stack([corners[piece == p].reshape(-1, 2).amin(0) for p in range(count)])
+    hi = torch.stack([corners[piece == p].reshape(-1, 2).amax(0) for p in range(count)])
+    extents = (hi - lo).numpy()
+    shelved = pack_rectangles(extents, SIZE, GUTTER)
+    packing = nest_pieces(corners, piece, lo, extents, shelved, SIZE, GUTTER)
+    origins = torch.from_numpy(packing.origins).double()
+    flip = torch.from_numpy(packing.transposed)[piece]
+    local = (corners - lo[piece][:, None, :]) * packing.scale
+    local = torch.where(flip[:, None, None], local.flip(-1), local)
+    return local + origins[piece][:, None, :], packing.scale, shelved.scale
+
+
+def assert_gutters(texels: torch.Tensor, piece: torch.Tensor) -> None:
+    """Faces of different pieces: their boxes grown by half the gutter do not overlap."""
+    lo = texels.amin(1).numpy() - GUTTER / 2
+    hi = texels.amax(1).numpy() + GUTTER / 2
+    apart = (lo[:, None, :] >= hi[None, :, :] - 1e-9) | (hi[:, None, :] <= lo[None, :, :] + 1e-9)
+    clash = ~apart.any(2) & (piece.numpy()[:, None] != piece.numpy()[None, :])
+    assert not clash.any(), np.argwhere(clash)[:5]
+
+
+def test_nested_layout_keeps_gutters_bounds_and_beats_shelves() -> None:
+    corners, piece = ragged_pieces(0)
+    texels, scale, shelf_scale = layout(corners, piece)
+    assert scale > shelf_scale * 1.05  # the small triangles fill the L's empty corners
+    assert float(texels.min()) >= GUTTER / 2 - 1e-9
+    assert float(texels.max()) <= SIZE - GUTTER / 2 + 1e-9
+    assert_gutters(texels, piece)
+
+
+def test_nesting_is_deterministic() -> None:
+    corners, piece = ragged_pieces(1)
+    first, second = layout(corners, piece), layout(corners.clone(), piece.clone())
+    assert first[1] == second[1]
+    assert torch.equal(first[0], second[0])
+
+
+def test_only_shelves_where_nothing_is_small() -> None:
+    corners, piece = ragged_pieces(2)
+    large = piece < 6
+    _, scale, shelf_scale = layout(corners[large], piece[large])
+    assert scale == shelf_scale
+
+
+def test_moved_faces_go_into_free_room_and_the_rest_stay() -> None:
+    corners, piece = ragged_pieces(3)
+    texels, _, _ = layout(corners, piece)
+    moving = torch.zeros(len(piece), dtype=torch.bool)
+    moving[[0, 5, 30]] = True  # faces of two L pieces and one small triangle
+    moved = nest_faces(texels, moving, SIZE, GUTTER)
+    assert moved is not None
+    assert torch.equal(moved[~moving], texels[~moving])
+    assert not torch.equal(moved[moving], texels[moving])
+    # Each moved face is a piece of its own now, a gutter from everything else.
+    alone = torch.where(moving, len(piece) + torch.arange(len(piece)), piece)
+    assert_gutters(moved, alone)
+    # Unturned: each moved face's shape is its old one, shifted (and scaled by at most 4).
+    old = texels[moving] - texels[moving].amin(1, keepdim=True)
+    new = moved[moving] - moved[moving].amin(1, keepdim=True)
+    ratio = (new.norm(dim=2).sum(1) / old.norm(dim=2).sum(1)).numpy()
+    assert np.isin(np.round(ratio, 9), [1.0, 0.5, 0.25]).all()
+
+
+def test_no_room_for_moved_faces_is_none() -> None:
+    # One piece filling the texture: a moved face has nowhere to go.
+    full = torch.tensor(
+        [[[0, 0], [SIZE, 0], [SIZE, SIZE]], [[0, 0], [SIZE, SIZE], [0, SIZE]]], dtype=torch.float64
+    )
+    moving = torch.tensor([False, True])
+    assert nest_faces(full, moving, SIZE, GUTTER) is None

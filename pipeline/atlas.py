@@ -1,21 +1,21 @@
 """The atlas stage: cut the mesh into charts and lay them out in one square texture.
 
 Methods (settings.atlas_method):
-- "charts" (default): normal-cone charts projected along their cone's axis and cut into
-  tiles where that saves texture (pipeline/charts.py), each turned to its smallest bounding
-  box, shelf packed at the largest uniform scale with a gutter (pipeline/packing.py), then
-  small pieces nested into the room large ones leave, at a larger scale where all fit
-  (pipeline/nesting.py); faces found to overlap at the bake resolution are split off and
-  moved into free room, the rest staying on the same texel grid, until none does. Torch on the mesh's device
-  (the GPU in production; the same code on the CPU elsewhere), the overlap check the Triton
-  raster (kernels/uv_raster.py). Every step is bounded (at most MAX_LAYOUT_ROUNDS packings),
-  so it cannot hang.
+- "charts" (default): normal-cone charts projected along their mean normal (or axis) and
+  cut into tiles where that saves texture (pipeline/charts.py), each turned to its smallest
+  bounding box, shelf packed at the largest uniform scale with a gutter
+  (pipeline/packing.py), then small pieces nested into the room large ones leave, at a
+  larger scale where all fit (pipeline/nesting.py); faces found to overlap at the bake
+  resolution are split off and moved into free room, the rest staying on the same texel
+  grid, until none does. Torch on the mesh's device (the GPU in production; the same code on
+  the CPU elsewhere), the overlap check the Triton raster (kernels/uv_raster.py). Every step
+  is bounded (at most MAX_LAYOUT_ROUNDS packings), so it cannot hang.
 - "xatlas": xatlas (MIT) in a child process killed after settings.atlas_timeout_s, falling
   back to "charts"; kept for comparison, since it takes seconds to minutes at our face counts.
 
 Recipe (unwrap): 1. charts, fold-overs split off; 2. tiles, turned; 3. pack and nest, check
-overlaps, split and move, repeat; 4. give each (vertex, piece) pair its own vertex, so UV seams become
-vertex splits.
+overlaps, split and move, repeat; 4. give each (vertex, piece) pair its own vertex, so UV
+seams become vertex splits.
 """
 
 from __future__ import annotations

@@ -28,10 +28,10 @@ __all__ = ["nest_faces", "nest_pieces"]
 # on its longer side are nested; the rest go on shelves.
 NEST_CELLS = 8
 # Trial scales between the shelf packing's and the area bound.
-NEST_STEPS = 6
+NEST_STEPS = 4
 # Sizes a face taken out of its piece tries, in turn, when free windows are scarce.
 MOVED_SHRINK = (1.0, 0.5, 0.25)
-SHIFTS_PER_SIDE = 4
+SHIFTS_PER_SIDE = 2
 
 
 def _taken_cells(texels: torch.Tensor, gutter: int, grid: int) -> torch.Tensor:

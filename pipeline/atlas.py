@@ -40,7 +40,7 @@ from pipeline.charts import (
     tile_charts,
 )
 from pipeline.face_graph import edge_pairs
-from pipeline.nesting import nest_faces, nest_pieces
+from pipeline.nesting import nest_faces, nest_pieces, texel_corners
 from pipeline.packing import pack_rectangles
 from pipeline.profiling import mark
 from pipeline.settings import PipelineSettings
@@ -87,11 +87,7 @@ def _place(
     packing = nest_pieces(
         corners, piece, lo, extents, pack_rectangles(extents, size, gutter), size, gutter
     )
-    origins = torch.from_numpy(packing.origins).to(corners)
-    transposed = torch.from_numpy(packing.transposed).to(corners.device)[piece]
-    local = (corners - lo[piece][:, None, :]) * packing.scale  # [F, 3, 2] from the box corner
-    local = torch.where(transposed[:, None, None], local.flip(-1), local)
-    return local + origins[piece][:, None, :]
+    return texel_corners(corners, piece, lo, packing)
 
 
 def _oriented(corners: torch.Tensor, piece: torch.Tensor, count: int) -> torch.Tensor:

@@ -81,10 +81,15 @@ class Charts:
     count: int
 
 
+def _face_cross(positions: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """[F, 3] float64 normals of length twice the face's area."""
+    p = positions.double()
+    return torch.cross(p[faces[:, 1]] - p[faces[:, 0]], p[faces[:, 2]] - p[faces[:, 0]], dim=1)
+
+
 def face_normals(positions: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """[F, 3] float64 unit normals (zero for degenerate faces)."""
-    p = positions.double()
-    n = torch.cross(p[faces[:, 1]] - p[faces[:, 0]], p[faces[:, 2]] - p[faces[:, 0]], dim=1)
+    n = _face_cross(positions, faces)
     return n / n.norm(dim=1, keepdim=True).clamp_min(1e-30)
 
 
@@ -218,8 +223,7 @@ def chart_directions(positions: torch.Tensor, faces: torch.Tensor, charts: Chart
     normal gives the chart the largest projected area, so the most texels at a given scale,
     and it lays a flat chart out without shrink whichever way it is tilted.
     """
-    p = positions.double()
-    cross = torch.cross(p[faces[:, 1]] - p[faces[:, 0]], p[faces[:, 2]] - p[faces[:, 0]], dim=1)
+    cross = _face_cross(positions, faces)
     length = cross.norm(dim=1, keepdim=True)
     axis_of_chart = torch.zeros(charts.count, dtype=torch.int64, device=faces.device)
     axis_of_chart[charts.chart_of_face] = charts.direction_of_face  # one axis per chart

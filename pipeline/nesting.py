@@ -22,7 +22,7 @@ import torch
 
 from pipeline.packing import Packing, box_sizes, shelves
 
-__all__ = ["nest_faces", "nest_pieces"]
+__all__ = ["nest_faces", "nest_pieces", "texel_corners"]
 
 # Pieces whose window (box and gutter, in cells of `gutter` texels) is at most this many cells
 # on its longer side are nested; the rest go on shelves.
@@ -32,6 +32,18 @@ NEST_STEPS = 4
 # Sizes a face taken out of its piece tries, in turn, when free windows are scarce.
 MOVED_SHRINK = (1.0, 0.5, 0.25)
 SHIFTS_PER_SIDE = 2
+
+
+def texel_corners(
+    corners: torch.Tensor, owner: torch.Tensor, box_lo: torch.Tensor, packing: Packing
+) -> torch.Tensor:
+    """corners [F, 3, 2] (model units) of faces of pieces `owner` [F], box_lo [C, 2] each
+    piece's box corner -> [F, 3, 2] float64 texels where `packing` lays them."""
+    origins = torch.from_numpy(packing.origins).to(corners)
+    flip = torch.from_numpy(packing.transposed).to(corners.device)[owner]
+    local = (corners - box_lo[owner][:, None, :]) * packing.scale  # from the box corner
+    local = torch.where(flip[:, None, None], local.flip(-1), local)
+    return local + origins[owner][:, None, :]
 
 
 def _taken_cells(texels: torch.Tensor, gutter: int, grid: int) -> torch.Tensor:
@@ -92,6 +104,32 @@ def _drop_windows(
     return np.concatenate(placed), np.concatenate(where)
 
 
+def _drop_all(
+    taken: torch.Tensor,
+    members: np.ndarray,
+    cells: np.ndarray,
+    every_shift: bool,
+    all_or_none: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`members` with windows `cells` [M, 2] into `taken`: largest windows first, then wider,
+    then member order -> (placed members, their (x, y) cells); with `all_or_none` it stops at
+    the first window size that does not all fit."""
+    order = np.lexsort((members, -cells[:, 1], -cells[:, 0], -cells.prod(1)))
+    members, cells = members[order], cells[order]
+    key = cells[:, 0] * (int(cells.max(initial=0)) + 1) + cells[:, 1]
+    placed, where = [np.zeros(0, np.int64)], [np.zeros((0, 2), np.int64)]
+    for group in np.split(np.arange(len(members)), np.flatnonzero(np.diff(key)) + 1):
+        if len(group) == 0:
+            continue
+        width, height = (int(v) for v in cells[group[0]])
+        done, at = _drop_windows(taken, members[group], width, height, every_shift)
+        placed.append(done)
+        where.append(at)
+        if all_or_none and len(done) < len(group):
+            break
+    return np.concatenate(placed), np.concatenate(where)
+
+
 def _try_scale(
     corners: torch.Tensor,
     piece: torch.Tensor,
@@ -113,28 +151,17 @@ def _try_scale(
         if found is None:
             return None
         origins[large] = found + gutter // 2
-    grid = size // gutter
+    packing = Packing(scale, origins, transposed)
     is_large = torch.from_numpy(~small).to(piece.device)
-    flip = torch.from_numpy(transposed).to(piece.device)
     faces = torch.nonzero(is_large[piece]).squeeze(1)
-    owner = piece[faces]
-    local = (corners[faces] - box_lo[owner][:, None, :]) * scale
-    local = torch.where(flip[owner][:, None, None], local.flip(-1), local)
-    texels = local + torch.from_numpy(origins).to(corners)[owner][:, None, :]
-    taken = _taken_cells(texels, gutter, grid)
+    texels = texel_corners(corners[faces], piece[faces], box_lo, packing)
+    taken = _taken_cells(texels, gutter, size // gutter)
     members = np.nonzero(small)[0]
-    window = cells[members]
-    # Largest windows first, then wider, then piece order.
-    order = np.lexsort((members, -window[:, 1], -window[:, 0], -window.prod(1)))
-    members, window = members[order], window[order]
-    key = window[:, 0] * (NEST_CELLS + 1) + window[:, 1]
-    for group in np.split(np.arange(len(members)), np.flatnonzero(np.diff(key)) + 1):
-        width, height = (int(v) for v in window[group[0]])
-        placed, where = _drop_windows(taken, members[group], width, height)
-        if len(placed) < len(group):
-            return None
-        origins[placed] = where * gutter + gutter // 2
-    return Packing(scale, origins, transposed)
+    placed, where = _drop_all(taken, members, cells[members], every_shift=False, all_or_none=True)
+    if len(placed) < len(members):
+        return None
+    origins[placed] = where * gutter + gutter // 2
+    return packing
 
 
 def nest_pieces(
@@ -187,17 +214,10 @@ def nest_faces(
     for shrink in MOVED_SHRINK:
         sizes = np.maximum(np.ceil(extent[waiting] * shrink), 1).astype(np.int64) + gutter
         cells = -(-sizes // gutter)  # [M, 2] window cells
-        order = np.lexsort((waiting, -cells[:, 1], -cells[:, 0], -cells.prod(1)))
-        ordered, candidates = cells[order], waiting[order]
-        key = ordered[:, 0] * (grid + 1) + ordered[:, 1]
-        left = []
-        for group in np.split(np.arange(len(order)), np.flatnonzero(np.diff(key)) + 1):
-            width, height = (int(v) for v in ordered[group[0]])
-            placed, where = _drop_windows(taken, candidates[group], width, height, True)
-            origins[placed] = where * gutter + gutter // 2
-            factor[placed] = shrink
-            left.append(np.setdiff1d(candidates[group], placed))
-        waiting = np.concatenate(left) if left else waiting[:0]
+        placed, where = _drop_all(taken, waiting, cells, every_shift=True, all_or_none=False)
+        origins[placed] = where * gutter + gutter // 2
+        factor[placed] = shrink
+        waiting = np.setdiff1d(waiting, placed)
         if len(waiting) == 0:
             break
     if len(waiting):

@@ -65,10 +65,10 @@ ANGLE_UNIT = 1e-10
 PLEAT_TOLERANCE_UNITS = 10
 ANGLE_BITS = 37  # 4 pi / ANGLE_UNIT < 2^37
 # Tiles: the cell sides (texels) of the quadtree levels below the whole chart. Measured on
-# the shared meshes and inflate outputs against fixed 128 -> 64 cells split while a piece
-# fills less than 0.55 of its box: utilisation 0.52 -> 0.57 (Duck), 0.37 -> 0.58
-# (CesiumMilkTruck), 0.39 -> 0.45 (prompt 1), with a quarter to a tenth of the pieces on the
-# low-poly meshes; a 1024 level above changed nothing.
+# the CPU (axis projection, shelf packing only) against fixed 128 -> 64 cells split while a
+# piece fills less than 0.55 of its box: utilisation 0.52 -> 0.57 (Duck), 0.37 -> 0.58
+# (CesiumMilkTruck), 0.39 -> 0.45 (prompt 1), with a quarter (Duck) to a half
+# (CesiumMilkTruck) of the pieces; a 1024 level above changed nothing.
 TILE_LEVELS = (512, 256, 128, 64, 32)
 
 

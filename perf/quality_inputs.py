@@ -175,6 +175,10 @@ def _material_colour(
     def colour(
         face: torch.Tensor, barycentrics: torch.Tensor, points: torch.Tensor
     ) -> torch.Tensor:
+        # The file's texture is defined on each face's own UV triangle only: beyond it lie the
+        # file's gutters or other islands, so a point the bake extends past an edge is clamped.
+        barycentrics = barycentrics.clamp_min(0)
+        barycentrics = barycentrics / barycentrics.sum(1, keepdim=True).clamp_min(1e-12)
         which = slot_t[face]  # [T]
         out = factors[which].clone()  # [T, 3]
         for index, material in enumerate(materials):

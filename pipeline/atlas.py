@@ -43,6 +43,7 @@ from pipeline.face_graph import edge_pairs
 from pipeline.nesting import nest_faces, nest_pieces, texel_corners
 from pipeline.packing import pack_rectangles
 from pipeline.profiling import mark
+from pipeline.relax import relax_charts
 from pipeline.settings import PipelineSettings
 from pipeline.types import Mesh, UVMesh
 
@@ -130,6 +131,10 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
     corners = project_charts(positions, faces, charts)
     isolated = pleated_faces(corners, faces, charts.chart_of_face)
     charts = isolate_faces(charts, isolated)
+    corners = relax_charts(positions, faces, corners, charts.chart_of_face, charts.count)
+    pleated = pleated_faces(corners, faces, charts.chart_of_face)
+    charts = isolate_faces(charts, pleated)
+    isolated |= pleated
     mark("atlas.pleats")
     u, v = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
     area = float((0.5 * (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]).abs()).sum())

@@ -3,8 +3,13 @@
 Recipe (bake):
   1. rasterise the faces in UV space with conservative coverage (or reuse the atlas's raster),
      so every texel that bilinear sampling can read at a chart's edge holds the chart's colour;
-  2. each covered texel's 3D point, from its clamped barycentrics, taken back into the
-     generator's frame;
+  2. each covered texel's 3D point: its centre's barycentrics in its face, extended beyond
+     the face's edges where the centre lies outside it (a conservative texel), so a texel at a
+     chart's edge holds the colour the surface continues with, not the edge's colour again:
+     bilinear sampling between it and the texel inside then follows the colour across the
+     last texel instead of flattening it (measured on the H100 in perf/RESULTS.md). Centres
+     more than EXTRAPOLATION_LIMIT outside (slivers thinner than a texel) keep the clamped
+     point. Then taken back into the generator's frame;
   3. the voxel field sampled there, trilinear over the present voxels (never black);
   4. every other texel (gutters, empty space) takes the colour of its nearest covered texel,
      so no background can bleed across seams, with or without mipmaps.
@@ -33,7 +38,14 @@ log = logging.getLogger("pipeline.bake")
 # A colour source: (face ids [T], barycentrics [T, 3], points [T, 3] in the output frame) ->
 # colours [T, 3] in [0, 1]. The bake reads the generator's voxel field; perf/quality.py also
 # re-bakes meshes that carry their own texture, from that texture.
+# Barycentrics may lie slightly outside [0, 1] (step 2): a source defined only on the face
+# itself (an image texture) clamps them.
 ColourSource = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+# Lowest barycentric coordinate a texel centre may have and still be extended to: a
+# conservative texel's centre is within 0.71 texel of its face, so only faces under a texel
+# or so across reach it.
+EXTRAPOLATION_LIMIT = -1.0
 
 
 def field_colour(asset: RawAsset, frame: Frame, device: torch.device) -> ColourSource:
@@ -55,7 +67,7 @@ def bake_texture(mesh: UVMesh, size: int, colour: ColourSource) -> torch.Tensor:
         raster = uv_raster(mesh.uvs, mesh.faces, size, size, conservative=True)
     covered = raster.face_ids >= 0  # [H, W]
     face = raster.face_ids[covered]  # [T]
-    barycentrics = raster.barycentrics[covered]  # [T, 3]
+    barycentrics = _extended(mesh, covered, face, raster.barycentrics[covered], size)  # [T, 3]
     # 2. Texel -> surface point.
     corners = mesh.positions[mesh.faces[face]]  # [T, 3, 3]
     points = (barycentrics[:, :, None] * corners).sum(1)
@@ -64,6 +76,23 @@ def bake_texture(mesh: UVMesh, size: int, colour: ColourSource) -> torch.Tensor:
     texture[covered] = colour(face, barycentrics, points).float().clamp(0, 1)
     # 4. Fill the rest from the nearest covered texel.
     return dilate(texture, covered)
+
+
+def _extended(
+    mesh: UVMesh, covered: torch.Tensor, face: torch.Tensor, clamped: torch.Tensor, size: int
+) -> torch.Tensor:
+    """[T, 3] barycentrics of the covered texels' centres in their faces, beyond the edges
+    too, down to EXTRAPOLATION_LIMIT; the raster's clamped ones elsewhere (step 2)."""
+    rows, columns = torch.nonzero(covered, as_tuple=True)
+    centre = (torch.stack((columns, rows), 1).double() + 0.5) / size  # [T, 2] uv
+    corner = mesh.uvs.double()[mesh.faces[face]]  # [T, 3, 2]
+    e1, e2, d = corner[:, 1] - corner[:, 0], corner[:, 2] - corner[:, 0], centre - corner[:, 0]
+    twice = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    b1 = (d[:, 0] * e2[:, 1] - d[:, 1] * e2[:, 0]) / twice
+    b2 = (e1[:, 0] * d[:, 1] - e1[:, 1] * d[:, 0]) / twice
+    extended = torch.stack((1 - b1 - b2, b1, b2), 1)
+    usable = torch.isfinite(extended).all(1) & (extended.amin(1) >= EXTRAPOLATION_LIMIT)
+    return torch.where(usable[:, None], extended, clamped.double()).to(clamped.dtype)
 
 
 def quantise(texture: torch.Tensor) -> torch.Tensor:

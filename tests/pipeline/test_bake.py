@@ -15,12 +15,12 @@ from scipy.ndimage import distance_transform_edt
 
 from kernels.uv_raster import uv_raster
 from pipeline.atlas import unwrap
-from pipeline.bake import bake
+from pipeline.bake import bake, bake_texture
 from pipeline.generators.inflate import InflateGenerator
 from pipeline.glb import write_glb
 from pipeline.mesh import process_mesh
 from pipeline.settings import PipelineSettings
-from pipeline.types import PreparedImage, RawAsset, TexturedMesh, UVMesh
+from pipeline.types import Frame, PreparedImage, RawAsset, TexturedMesh, UVMesh
 
 TEXTURE_SIZE = 256
 RESOLUTION = 64
@@ -156,3 +156,58 @@ def test_bake_is_deterministic() -> None:
     asset, uv_mesh, textured = baked("l_shape")
     again = bake(uv_mesh, asset, settings())
     np.testing.assert_array_equal(again.base_color, textured.base_color)
+
+
+# A steep linear field for the edge tests: a point moved a texel along x changes the colour
+# by EDGE_SLOPE / EDGE_TEXTURE_SIZE (~0.03), far above float32 rounding.
+EDGE_TEXTURE_SIZE = 32
+EDGE_SLOPE = 1.0
+
+
+def edge_colour(face: torch.Tensor, bary: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Linear in the point (x mostly): exact under extension, and in [0, 1] near the faces."""
+    x, y = points[:, 0], points[:, 1]
+    return torch.stack((0.5 + EDGE_SLOPE * x, 0.5 + 0.25 * y, 0.5 - 0.5 * EDGE_SLOPE * x), 1)
+
+
+def flat_mesh(uv_corners: list[list[float]]) -> UVMesh:
+    """One face per three uv corners (texels), its 3D points the uvs (x, y in [-0.5, 0.5])."""
+    uv = torch.tensor(uv_corners, dtype=torch.float32) / EDGE_TEXTURE_SIZE  # [3F, 2]
+    positions = torch.cat((uv - 0.5, torch.zeros(len(uv), 1)), 1)
+    faces = torch.arange(len(uv)).reshape(-1, 3)
+    normals = torch.tensor([[0.0, 0.0, 1.0]]).expand(len(uv), 3).contiguous()
+    return UVMesh(positions, faces, normals, uv, Frame(1.0, (0.0, 0.0, 0.0)))
+
+
+def test_texels_past_a_face_edge_hold_the_colour_the_face_continues_with() -> None:
+    """A conservative texel whose centre lies outside its face takes the colour at its centre
+    on the face's plane, so bilinear sampling inside the face follows a linear field up to the
+    edge; the clamped edge point (the raster's barycentrics) would differ by ~a texel's slope."""
+    mesh = flat_mesh([[4.2, 5.3], [27.6, 9.1], [11.4, 26.8]])
+    texture = bake_texture(mesh, EDGE_TEXTURE_SIZE, edge_colour)
+    raster = uv_raster(mesh.uvs, mesh.faces, EDGE_TEXTURE_SIZE, EDGE_TEXTURE_SIZE)
+    rows, cols = torch.nonzero(raster.face_ids >= 0, as_tuple=True)
+    centres = (torch.stack((cols, rows), 1).float() + 0.5) / EDGE_TEXTURE_SIZE - 0.5
+    expected = edge_colour(rows, None, torch.cat((centres, torch.zeros(len(rows), 1)), 1))
+    clamped = raster.barycentrics[rows, cols]
+    clamped_points = (clamped[:, :, None] * mesh.positions[mesh.faces[0]]).sum(1)
+    outside = (clamped_points[:, :2] - centres).norm(dim=1) > 0.2 / EDGE_TEXTURE_SIZE
+    assert int(outside.sum()) >= 20  # the edge texels this test is about
+    torch.testing.assert_close(texture[rows, cols], expected, atol=1e-5, rtol=0)
+    clamped_colour = edge_colour(rows, None, clamped_points)
+    # Each of those differs from its clamped colour by a hundred times the tolerance above.
+    assert float((clamped_colour - expected)[outside].abs().amax(1).min()) > 1e-3
+
+
+def test_a_sliver_thinner_than_a_texel_keeps_its_clamped_colour() -> None:
+    """Beyond EXTRAPOLATION_LIMIT (a face far thinner than a texel) the texel takes the colour
+    at the raster's clamped point: nothing is extended far off the face."""
+    mesh = flat_mesh([[4.0, 10.0], [28.0, 10.3], [16.0, 10.1]])
+    texture = bake_texture(mesh, EDGE_TEXTURE_SIZE, edge_colour)
+    raster = uv_raster(mesh.uvs, mesh.faces, EDGE_TEXTURE_SIZE, EDGE_TEXTURE_SIZE)
+    rows, cols = torch.nonzero(raster.face_ids >= 0, as_tuple=True)
+    points = (raster.barycentrics[rows, cols][:, :, None] * mesh.positions[mesh.faces[0]]).sum(1)
+    assert len(rows) >= 20
+    torch.testing.assert_close(
+        texture[rows, cols], edge_colour(rows, None, points), atol=1e-5, rtol=0
+    )

@@ -1,7 +1,8 @@
 """The atlas stage: cut the mesh into charts and lay them out in one square texture.
 
 Methods (settings.atlas_method):
-- "charts" (default): normal-cone charts projected along their mean normal (or axis) and
+- "charts" (default): normal-cone charts projected along their mean normal (or axis),
+  relaxed towards isometry (pipeline/relax.py: the projection shrinks tilted faces), and
   cut into tiles where that saves texture (pipeline/charts.py), each turned to its smallest
   bounding box, shelf packed at the largest uniform scale with a gutter
   (pipeline/packing.py), then small pieces nested into the room large ones leave, at a
@@ -13,9 +14,9 @@ Methods (settings.atlas_method):
 - "xatlas": xatlas (MIT) in a child process killed after settings.atlas_timeout_s, falling
   back to "charts"; kept for comparison, since it takes seconds to minutes at our face counts.
 
-Recipe (unwrap): 1. charts, fold-overs split off; 2. tiles, turned; 3. pack and nest, check
-overlaps, split and move, repeat; 4. give each (vertex, piece) pair its own vertex, so UV
-seams become vertex splits.
+Recipe (unwrap): 1. charts, fold-overs split off, relaxed (new fold-overs split off); 2.
+tiles, turned; 3. pack and nest, check overlaps, split and move, repeat; 4. give each
+(vertex, piece) pair its own vertex, so UV seams become vertex splits.
 """
 
 from __future__ import annotations
@@ -131,11 +132,12 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
     corners = project_charts(positions, faces, charts)
     isolated = pleated_faces(corners, faces, charts.chart_of_face)
     charts = isolate_faces(charts, isolated)
+    mark("atlas.pleats")
     corners = relax_charts(positions, faces, corners, charts.chart_of_face, charts.count)
-    pleated = pleated_faces(corners, faces, charts.chart_of_face)
+    pleated = pleated_faces(corners, faces, charts.chart_of_face)  # relaxing may pleat anew
     charts = isolate_faces(charts, pleated)
     isolated |= pleated
-    mark("atlas.pleats")
+    mark("atlas.relax")
     u, v = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
     area = float((0.5 * (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]).abs()).sum())
     expected_scale = math.sqrt(EXPECTED_UTILISATION * size * size / max(area, 1e-12))

@@ -32,6 +32,7 @@ EXPECTED_STEPS = [
     "mesh",
     "atlas.segment",
     "atlas.pleats",
+    "atlas.relax",
     "atlas.tiles",
     "atlas.layout",
     "atlas.seams",

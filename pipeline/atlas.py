@@ -42,7 +42,7 @@ from pipeline.charts import (
 )
 from pipeline.face_graph import edge_pairs
 from pipeline.nesting import nest_faces, nest_pieces, texel_corners
-from pipeline.packing import pack_rectangles
+from pipeline.packing import Packing, box_sizes, pack_rectangles, shelves
 from pipeline.profiling import mark
 from pipeline.relax import relax_charts
 from pipeline.settings import PipelineSettings
@@ -90,6 +90,36 @@ def _place(
         corners, piece, lo, extents, pack_rectangles(extents, size, gutter), size, gutter
     )
     return texel_corners(corners, piece, lo, packing)
+
+
+def _folded_faces(
+    corners: torch.Tensor,
+    piece: torch.Tensor,
+    count: int,
+    soup: torch.Tensor,
+    size: int,
+    gutter: int,
+    scale: float,
+) -> torch.Tensor:
+    """[F] bool: faces sharing a texel centre with another face when the pieces lie on
+    shelves at `scale`, `size` texels wide and as tall as they need (pieces do not meet, so
+    these are overlaps within a piece)."""
+    if count == 0:
+        return torch.zeros(len(piece), dtype=torch.bool, device=piece.device)
+    lo = corners.new_full((count, 2), math.inf)
+    hi = corners.new_full((count, 2), -math.inf)
+    index = piece[:, None].expand(-1, 2)
+    lo = lo.scatter_reduce(0, index, corners.amin(1), "amin")
+    hi = hi.scatter_reduce(0, index, corners.amax(1), "amax")
+    sizes, transposed = box_sizes((hi - lo).cpu().numpy(), scale, gutter)
+    origins = shelves(sizes, size, np.iinfo(np.int64).max)
+    if origins is None:  # a piece wider than the texture: the packing scales it down anyway
+        return torch.zeros(len(piece), dtype=torch.bool, device=piece.device)
+    height = int((origins[:, 1] + sizes[:, 1]).max())
+    texels = texel_corners(corners, piece, lo, Packing(scale, origins + gutter // 2, transposed))
+    extent = torch.tensor([size, height], dtype=texels.dtype, device=texels.device)
+    uvs = (texels / extent).reshape(-1, 2).float()
+    return uv_raster(uvs, soup, size, height, conservative=True).overlapping
 
 
 def _oriented(corners: torch.Tensor, piece: torch.Tensor, count: int) -> torch.Tensor:
@@ -146,8 +176,18 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
     corners = _oriented(corners, piece, count)
     mark("atlas.tiles")
     soup = torch.arange(3 * len(faces), device=faces.device).reshape(-1, 3)
+    # Pieces that overlap themselves (a relaxed saddle, a curled projection) lose those faces
+    # before packing, so the packing has room for them; the rounds below catch the rest.
+    folded = _folded_faces(corners, piece, count, soup, size, gutter, expected_scale)
+    folded = _with_piece_neighbours(pairs, piece, folded & ~isolated) & ~isolated
+    if bool(folded.any()):
+        isolated |= folded
+        piece, count = separate(piece, count, folded)
+    mark("atlas.folds")
     texels = _place(corners, piece, count, size, gutter)
+    rounds = repacks = 0
     for layout_round in range(MAX_LAYOUT_ROUNDS):
+        rounds += 1
         uvs = (texels / size).reshape(-1, 2).float()
         raster = uv_raster(uvs, soup, size, size, conservative=True)
         overlapping = raster.overlapping & ~isolated
@@ -169,6 +209,8 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
         # The faces taken out move into free space and the rest stay, on the same texel grid,
         # so nothing new can overlap; only where there is no room is everything packed anew.
         moved = nest_faces(texels, overlapping, size, gutter)
+        if moved is None:
+            repacks += 1
         texels = moved if moved is not None else _place(corners, piece, count, size, gutter)
     mark("atlas.layout")  # every round of packing, raster and overlap isolation
     u, v = texels[:, 1] - texels[:, 0], texels[:, 2] - texels[:, 0]
@@ -177,6 +219,8 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
         "charts": float(charts.count),
         "pieces": float(count),
         "isolated_faces": float(isolated.sum()),
+        "layout_rounds": float(rounds),  # rasters taken
+        "repacks": float(repacks),  # rounds with no free room for the moved faces
         "utilisation": covered / (size * size),
     }
     return Layout(piece, (texels / size).float(), raster, stats)

@@ -34,6 +34,7 @@ EXPECTED_STEPS = [
     "atlas.pleats",
     "atlas.relax",
     "atlas.tiles",
+    "atlas.folds",
     "atlas.layout",
     "atlas.seams",
     "atlas",

@@ -15,8 +15,9 @@ Methods (settings.atlas_method):
   back to "charts"; kept for comparison, since it takes seconds to minutes at our face counts.
 
 Recipe (unwrap): 1. charts, fold-overs split off, relaxed (new fold-overs split off); 2.
-tiles, turned; 3. pack and nest, check overlaps, split and move, repeat; 4. give each
-(vertex, piece) pair its own vertex, so UV seams become vertex splits.
+tiles, turned; faces overlapping within their tile on a shelf strip split off; 3. pack and
+nest, check overlaps, split and move, repeat; 4. give each (vertex, piece) pair its own
+vertex, so UV seams become vertex splits.
 """
 
 from __future__ import annotations
@@ -76,15 +77,23 @@ class Layout:
     stats: dict[str, float]
 
 
+def _boxes(
+    corners: torch.Tensor, piece: torch.Tensor, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[F, 3, 2] corners of pieces `piece` [F] -> each piece's box corners lo, hi [C, 2]."""
+    lo = corners.new_full((count, 2), math.inf)
+    hi = corners.new_full((count, 2), -math.inf)
+    index = piece[:, None].expand(-1, 2)
+    lo = lo.scatter_reduce(0, index, corners.amin(1), "amin")
+    hi = hi.scatter_reduce(0, index, corners.amax(1), "amax")
+    return lo, hi
+
+
 def _place(
     corners: torch.Tensor, piece: torch.Tensor, count: int, size: int, gutter: int
 ) -> torch.Tensor:
     """Pack the pieces; returns [F, 3, 2] float64 corner positions in texels."""
-    lo = torch.full((count, 2), math.inf, dtype=corners.dtype, device=corners.device)
-    hi = torch.full((count, 2), -math.inf, dtype=corners.dtype, device=corners.device)
-    index = piece[:, None].expand(-1, 2)
-    lo = lo.scatter_reduce(0, index, corners.amin(1), "amin")
-    hi = hi.scatter_reduce(0, index, corners.amax(1), "amax")
+    lo, hi = _boxes(corners, piece, count)
     extents = (hi - lo).cpu().numpy()
     packing = nest_pieces(
         corners, piece, lo, extents, pack_rectangles(extents, size, gutter), size, gutter
@@ -106,11 +115,7 @@ def _folded_faces(
     these are overlaps within a piece)."""
     if count == 0:
         return torch.zeros(len(piece), dtype=torch.bool, device=piece.device)
-    lo = corners.new_full((count, 2), math.inf)
-    hi = corners.new_full((count, 2), -math.inf)
-    index = piece[:, None].expand(-1, 2)
-    lo = lo.scatter_reduce(0, index, corners.amin(1), "amin")
-    hi = hi.scatter_reduce(0, index, corners.amax(1), "amax")
+    lo, hi = _boxes(corners, piece, count)
     sizes, transposed = box_sizes((hi - lo).cpu().numpy(), scale, gutter)
     origins = shelves(sizes, size, np.iinfo(np.int64).max)
     if origins is None:  # a piece wider than the texture: the packing scales it down anyway
@@ -130,12 +135,9 @@ def _oriented(corners: torch.Tensor, piece: torch.Tensor, count: int) -> torch.T
     angles = angles * (math.pi / 2 / ORIENTATIONS)
     cos, sin = torch.cos(angles), torch.sin(angles)
     rotation = torch.stack((torch.stack((cos, -sin), 1), torch.stack((sin, cos), 1)), 1)
-    index = piece[:, None].expand(-1, 2)
     areas = []
     for turn in rotation:  # [2, 2]
-        turned = corners @ turn.T
-        lo = turned.new_full((count, 2), math.inf).scatter_reduce(0, index, turned.amin(1), "amin")
-        hi = turned.new_full((count, 2), -math.inf).scatter_reduce(0, index, turned.amax(1), "amax")
+        lo, hi = _boxes(corners @ turn.T, piece, count)
         areas.append((hi - lo).prod(1))
     best = torch.argmin(torch.stack(areas, 1), dim=1)  # [count], first of equals
     return torch.einsum("fck,fjk->fcj", corners, rotation[best[piece]])

@@ -14,8 +14,8 @@ local/global approach to mesh parameterization"). Per round,
 The projection is the start, so a chart only moves towards its true shape. Every sum is a
 segment sum over corners sorted once (integer cumulative sums of fixed-point values, no
 atomics): same input, same bytes.
-A chart that comes out with any face turned over, or any face squeezed harder than the
-projection's bound allows, keeps its projection: the relaxation never adds a fold, and the
+A chart that comes out with any face turned over, or squeezed below MIN_AREA_KEPT of its
+projected area, keeps its projection: the relaxation never adds a fold, and the
 atlas's raster still catches any overlap it might open between distant faces.
 """
 

@@ -29,7 +29,15 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.face_graph import components, edge_pairs, group_sums, rank_by_first
+from pipeline.face_graph import (
+    SegmentSums,
+    components,
+    edge_pairs,
+    flat_rows,
+    group_sums,
+    rank_by_first,
+    take_rows,
+)
 
 __all__ = [
     "DIRECTIONS",
@@ -140,17 +148,12 @@ def _smoothed_labels(
     """
     F = len(normals)
     neighbour = torch.cat((a, b))
-    other = torch.cat((b, a))
-    order = torch.argsort(neighbour, stable=True)
-    neighbour, other = neighbour[order], other[order]
-    ends = torch.searchsorted(neighbour, torch.arange(F, device=normals.device), right=True)
-    starts = torch.cat((ends.new_zeros(1), ends[:-1]))
-    smooth = normals.T.contiguous()  # [3, F]: CUDA scans a long contiguous row fast, a
-    for _ in range(NORMAL_SMOOTH_ROUNDS):  # [N, 3] column three hundred times slower
-        prefix = torch.cat((smooth.new_zeros(3, 1), torch.cumsum(smooth[:, other], 1)), 1)
-        smooth = smooth + prefix[:, ends] - prefix[:, starts]
-        smooth = smooth / smooth.norm(dim=0, keepdim=True).clamp_min(1e-30)
-    smooth = smooth.T
+    sums = SegmentSums(neighbour, F)
+    other = flat_rows(torch.cat((b, a))[sums.order], 3)  # each face's neighbours, grouped
+    smooth = normals.double()
+    for _ in range(NORMAL_SMOOTH_ROUNDS):
+        smooth = smooth + sums.sorted(take_rows(smooth, other))
+        smooth = smooth / smooth.norm(dim=1, keepdim=True).clamp_min(1e-30)
     label = torch.argmax(smooth @ DIRECTIONS.to(normals.device).T, dim=1)
     every = torch.arange(F, device=normals.device)
     fits = score[every, label] >= SMOOTH_MIN_COS

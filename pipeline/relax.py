@@ -12,8 +12,8 @@ local/global approach to mesh parameterization"). Per round,
      block per chart, its translation free) by CG_STEPS of Jacobi-preconditioned conjugate
      gradients, warm-started from the previous layout.
 The projection is the start, so a chart only moves towards its true shape. Every sum is a
-segment sum over corners sorted once (integer cumulative sums of fixed-point values, no
-atomics): same input, same bytes.
+`face_graph.SegmentSums` over corners sorted once (exact fixed-point integer sums): same
+input, same bytes.
 A chart that comes out with any face turned over, or squeezed below MIN_AREA_KEPT of its
 projected area, keeps its projection: the relaxation never adds a fold, and the
 atlas's raster still catches any overlap it might open between distant faces.
@@ -21,9 +21,9 @@ atlas's raster still catches any overlap it might open between distant faces.
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from pipeline.face_graph import SegmentSums, flat_rows, take_rows
 
 __all__ = ["relax_charts"]
 
@@ -36,63 +36,6 @@ CG_STEPS = 12
 # A relaxed face must keep at least this share of its projected signed area (else its chart
 # keeps the projection): no face turns over or collapses.
 MIN_AREA_KEPT = 0.25
-
-
-class _Segments:
-    """Sums of per-corner values into their (chart, vertex) slots; sorted once.
-
-    The sums are exact integer prefix sums of the values in fixed point (2^62 over the largest
-    possible total, and the remainder in a second word): integer addition does not depend on
-    the order a parallel scan takes, so every run gives the same bits, on the GPU too.
-    """
-
-    def __init__(self, slot: torch.Tensor, count: int) -> None:
-        self.order = torch.argsort(slot, stable=True)
-        sorted_slot = slot[self.order]
-        every = torch.arange(count, device=slot.device)
-        self.ends = torch.searchsorted(sorted_slot, every, right=True)
-        self.starts = torch.searchsorted(sorted_slot, every, right=False)
-        self.order_rows: dict[int, torch.Tensor] = {}
-
-    def __call__(self, values: torch.Tensor) -> torch.Tensor:
-        """values [n, k] float64 in corner order -> [count, k] sums."""
-        k = values.shape[1]
-        if k not in self.order_rows:
-            self.order_rows[k] = _flat_rows(self.order, k)
-        return self.sorted(_take_rows(values, self.order_rows[k]))
-
-    def sorted(self, ordered: torch.Tensor) -> torch.Tensor:
-        """values [n, k] float64 already in slot order -> [count, k] sums.
-
-        Both words of every column are laid end to end and scanned once: each segment's sum
-        is a difference within one word's stretch, whatever the stretches before it hold.
-        """
-        n, k = ordered.shape
-        bits = 62 - math.ceil(math.log2(2 * k))  # per stretch, so the whole scan fits int64
-        bound = ordered.abs().amax() * n
-        scale = torch.exp2(bits - torch.ceil(torch.log2(bound.clamp_min(1e-300))))  # on device
-        high = torch.round(ordered * scale)
-        # What the first word rounds away, in a second one as fine again: a small face's share
-        # keeps float64's precision however large the largest face's.
-        fine = scale * 2.0 ** (bits - math.ceil(math.log2(max(n, 2))))
-        low = torch.round((ordered - high / scale) * fine)
-        words = torch.cat((high, low), 1).T.contiguous().long().reshape(-1)  # [2k * n]
-        prefix = torch.nn.functional.pad(torch.cumsum(words, 0), (1, 0))
-        stretch = torch.arange(2 * k, device=ordered.device)[:, None] * n
-        sums = (prefix[stretch + self.ends] - prefix[stretch + self.starts]).double()
-        return (sums[:k] / scale + sums[k:] / fine).T  # [count, k]
-
-
-def _flat_rows(index: torch.Tensor, k: int) -> torch.Tensor:
-    """Element indices of rows `index` [...] of a contiguous [n, k] table -> [..., k]."""
-    return index[..., None] * k + torch.arange(k, device=index.device)
-
-
-def _take_rows(table: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-    """Rows of table [n, k] at `_flat_rows` indices -> [..., k]. Element by element: CUDA's
-    row gather of 16-byte rows ran at ~30 GB/s on the H100, the element-wise take far
-    faster."""
-    return torch.take(table.contiguous(), flat)
 
 
 def _local_frames(positions: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -158,7 +101,7 @@ def relax_charts(
     V = int(positions.shape[0])
     slot_key = chart[:, None] * V + faces  # [F, 3]
     keys, slot = torch.unique(slot_key.reshape(-1), return_inverse=True)
-    segments = _Segments(slot, len(keys))
+    segments = SegmentSums(slot, len(keys))
     # Each slot's position: its first corner's (the corners of a slot agree: one projection).
     uv = corners.reshape(-1, 2)[segments.order[segments.starts]]  # [S, 2]
     slot = slot.reshape(F, 3)
@@ -167,18 +110,18 @@ def relax_charts(
     K = (G[:, :, :, None] * G[:, :, None, :]).sum(1) * weight[:, None, None]  # [F, 3, 3]
     face_of = torch.div(segments.order, 3, rounding_mode="floor")
     row = K.reshape(-1, 3)[segments.order]  # [3F, 3]
-    neighbours = _flat_rows(slot[face_of], 2)  # [3F, 3, 2]
-    corner_slots = _flat_rows(slot, 2)  # [F, 3, 2]
+    neighbours = flat_rows(slot[face_of], 2)  # [3F, 3, 2]
+    corner_slots = flat_rows(slot, 2)  # [F, 3, 2]
 
     def apply(values: torch.Tensor) -> torch.Tensor:  # L @ values, [S, 2] -> [S, 2]
-        gathered = _take_rows(values, neighbours)  # [3F, 3, 2]
+        gathered = take_rows(values, neighbours)  # [3F, 3, 2]
         return segments.sorted((row[:, :, None] * gathered).sum(1))
 
     diagonal = segments(torch.diagonal(K, dim1=1, dim2=2).reshape(-1, 1))  # [S, 1]
     inverse_diagonal = torch.where(diagonal > 0, 1 / diagonal.clamp_min(1e-300), 0.0)
     for _ in range(ROUNDS):
         # 1. Local: each face's target rotation from the current layout.
-        corner_uv = _take_rows(uv, corner_slots)  # [F, 3, 2]
+        corner_uv = take_rows(uv, corner_slots)  # [F, 3, 2]
         rotation = _rotations((G[:, :, :, None] * corner_uv[:, None, :, :]).sum(2))
         # 2. Global: L uv = sum_f area_f G_f^T R_f, by preconditioned CG from uv.
         target = (G[:, :, :, None] * rotation[:, :, None, :]).sum(1) * weight[:, None, None]
@@ -196,7 +139,7 @@ def relax_charts(
             rz_next = (residual * z).sum(0)
             direction = z + (rz_next / rz.clamp_min(1e-300)) * direction
             rz = rz_next
-    relaxed = _take_rows(uv, corner_slots)  # [F, 3, 2]
+    relaxed = take_rows(uv, corner_slots)  # [F, 3, 2]
     # Charts with a face turned over or squeezed keep their projection.
     bad = (_signed_areas(relaxed) < MIN_AREA_KEPT * projected) & (weight > 0)
     bad |= ~torch.isfinite(relaxed).all(2).all(1)

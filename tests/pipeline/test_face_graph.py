@@ -1,6 +1,6 @@
 """face_graph: edge pairs agree with the numpy topology module, the hooking components agree
 with scipy's on random graphs (and so on every device), group sums with numpy's, and labels
-are renumbered by first appearance."""
+are renumbered by first appearance; group sums are exact, the same bits in any order."""
 
 from __future__ import annotations
 
@@ -68,6 +68,28 @@ def test_group_sums_match_numpy() -> None:
     expected = np.stack([np.bincount(group, values[:, k], minlength=50) for k in range(2)], 1)
     np.testing.assert_allclose(sums, expected, atol=1e-12)
     assert (sums[7] == 0).all()
+
+
+def test_group_sums_are_exact_whatever_the_order_and_the_magnitudes() -> None:
+    """Fixed-point sums: the same bits for any order of the elements (a float prefix sum
+    rounds differently), and small values beside huge ones keep float64's precision."""
+    rng = np.random.default_rng(5)
+    n, count = 20000, 300
+    group = rng.integers(0, count, n)
+    values = rng.standard_normal((n, 3)) * 10.0 ** rng.integers(-9, 3, (n, 1))
+    sums = group_sums(torch.from_numpy(values), torch.from_numpy(group), count)
+    shuffled = rng.permutation(n)
+    again = group_sums(torch.from_numpy(values[shuffled]), torch.from_numpy(group[shuffled]), count)
+    assert torch.equal(sums, again)
+    exact = np.zeros((count, 3), dtype=np.longdouble)
+    np.add.at(exact, group, values.astype(np.longdouble))
+    scale = np.abs(values).max()
+    np.testing.assert_allclose(sums.numpy(), exact.astype(np.float64), rtol=0, atol=1e-15 * scale)
+    # A group of tiny values only is summed to its own precision, not the largest value's.
+    tiny = group == 0
+    values[tiny] = 1e-12 * rng.standard_normal((int(tiny.sum()), 3))
+    sums = group_sums(torch.from_numpy(values), torch.from_numpy(group), count).numpy()
+    np.testing.assert_allclose(sums[0], values[tiny].sum(0), rtol=1e-9)
 
 
 def test_rank_by_first_numbers_labels_in_order_of_appearance() -> None:

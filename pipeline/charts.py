@@ -11,8 +11,8 @@
 4. A chart is projected orthographically along its mean normal where every face of it is
    within SMOOTH_MIN_COS of that (the direction of largest projected area: a tilted flat
    chart keeps its true size), else along its axis, which every face is within by step 2.
-   So no triangle flips and texel density varies by at most 1 / SMOOTH_MIN_COS: a planar
-   map is within that bound, so no chart needs a conformal one. Where the surface is pleated
+   So no triangle flips and texel density varies by at most 1 / SMOOTH_MIN_COS, and
+   pipeline/relax.py then relaxes each chart towards its true shape. Where the surface is pleated
    (simplification leaves a few fold-overs) two faces of a chart can still cover the same
    point: `pleated_faces` finds those around each vertex without a texel grid, and the
    atlas's raster catches the rest.

@@ -29,8 +29,10 @@ __all__ = [
     "components_hooking",
     "components_scipy",
     "edge_pairs",
+    "flat_rows",
     "group_sums",
     "rank_by_first",
+    "take_rows",
 ]
 
 # Rounds of hooking before giving up; log2 of any face count we see is far below.
@@ -107,7 +109,8 @@ def rank_by_first(label: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 class SegmentSums:
-    """Sums of float64 values into groups, the same bits on every run and device kind.
+    """Sums of float64 values into groups, the same bits on every run and device kind
+    (for values of magnitude below 2^900 / n, far beyond any geometry here).
 
     Values are scaled to fixed point (2^bits over the largest possible total, then what that
     rounds away in a second word as fine again, so small values keep float64's precision
@@ -138,8 +141,9 @@ class SegmentSums:
         if n == 0:
             return ordered.new_zeros(len(self.ends), k)
         bits = 62 - math.ceil(math.log2(2 * k))  # per stretch, so the whole scan fits int64
-        bound = ordered.abs().amax() * n
-        scale = torch.exp2(bits - torch.ceil(torch.log2(bound.clamp_min(1e-300))))  # on device
+        # The floor keeps both scales finite when every value is zero (or nearly).
+        bound = (ordered.abs().amax() * n).clamp_min(2.0**-900)
+        scale = torch.exp2(bits - torch.ceil(torch.log2(bound)))  # on the device: no sync
         high = torch.round(ordered * scale)
         fine = scale * 2.0 ** (bits - math.ceil(math.log2(max(n, 2))))
         low = torch.round((ordered - high / scale) * fine)

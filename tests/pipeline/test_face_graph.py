@@ -92,6 +92,14 @@ def test_group_sums_are_exact_whatever_the_order_and_the_magnitudes() -> None:
     np.testing.assert_allclose(sums[0], values[tiny].sum(0), rtol=1e-9)
 
 
+def test_group_sums_of_zeros_are_zeros() -> None:
+    """All-zero values (a converged residual, a mesh of degenerate faces) have no scale to
+    take from their largest: the sums must still be exact zeros, not NaN."""
+    group = torch.tensor([0, 0, 1, 2, 2])
+    sums = group_sums(torch.zeros(5, 3, dtype=torch.float64), group, 4)
+    assert torch.equal(sums, torch.zeros(4, 3, dtype=torch.float64))
+
+
 def test_rank_by_first_numbers_labels_in_order_of_appearance() -> None:
     dense, count = rank_by_first(torch.tensor([9, 3, 9, 5, 3, 1]))
     assert count == 4

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.nesting import nest_faces, nest_pieces
+from pipeline.nesting import nest_faces, nest_pieces, texel_corners
 from pipeline.packing import pack_rectangles
 
 SIZE = 256
@@ -41,11 +41,7 @@ def layout(corners: torch.Tensor, piece: torch.Tensor) -> tuple[torch.Tensor, fl
     extents = (hi - lo).numpy()
     shelved = pack_rectangles(extents, SIZE, GUTTER)
     packing = nest_pieces(corners, piece, lo, extents, shelved, SIZE, GUTTER)
-    origins = torch.from_numpy(packing.origins).double()
-    flip = torch.from_numpy(packing.transposed)[piece]
-    local = (corners - lo[piece][:, None, :]) * packing.scale
-    local = torch.where(flip[:, None, None], local.flip(-1), local)
-    return local + origins[piece][:, None, :], packing.scale, shelved.scale
+    return texel_corners(corners, piece, lo, packing), packing.scale, shelved.scale
 
 
 def assert_gutters(texels: torch.Tensor, piece: torch.Tensor) -> None:

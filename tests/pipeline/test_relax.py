@@ -93,3 +93,17 @@ def test_relaxation_repeats_exactly() -> None:
     P, F, corners, chart = laid_out(roof(35.0), roof(60.0, offset=2.0))
     first = relax_charts(P, F, corners, chart, 2)
     assert torch.equal(first, relax_charts(P, F, corners, chart, 2))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_captured_steps_give_the_eager_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA the conjugate-gradient step is captured once and replayed as a CUDA graph:
+    the same kernels on the same tensors, so the same bits as launching each step."""
+    P, F, corners, chart = laid_out(roof(35.0), roof(60.0, offset=2.0))
+    P, F, corners, chart = P.cuda(), F.cuda(), corners.cuda(), chart.cuda()
+    captured = relax_charts(P, F, corners, chart, 2)
+    monkeypatch.setattr(relax_module, "CAPTURE", False)
+    eager = relax_charts(P, F, corners, chart, 2)
+    assert not torch.equal(captured, corners)  # it relaxed
+    assert torch.equal(captured, eager)

@@ -66,64 +66,74 @@ def _taken_cells(texels: torch.Tensor, gutter: int, grid: int) -> torch.Tensor:
     return counts.view(side, side).cumsum(0).cumsum(1)[:grid, :grid] > 0
 
 
-def _shifts(width: int, height: int, every_shift: bool) -> list[tuple[int, int]]:
-    """Lattice offsets (cells) tried in turn for width x height windows."""
+def _drop_windows(
+    taken: torch.Tensor, members: np.ndarray, width: int, height: int, every_shift: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Place `members` in free width x height-cell windows of `taken` (updated in place) on
+    the lattice and then the half-shifted lattice (or every shift of it, one after another)
+    -> (placed members, their (x, y) cells)."""
+    grid = len(taken)
+    placed, where = [], []
+    if width > grid or height > grid:
+        return np.zeros(0, np.int64), np.zeros((0, 2), np.int64)
     if every_shift:  # at most SHIFTS_PER_SIDE^2 of them for large windows
         step_x, step_y = -(-width // SHIFTS_PER_SIDE), -(-height // SHIFTS_PER_SIDE)
-        return [(x, y) for y in range(0, height, step_y) for x in range(0, width, step_x)]
-    return [(0, 0)] + ([(width // 2, height // 2)] if width > 1 or height > 1 else [])
-
-
-def _drop_windows(
-    taken: torch.Tensor, count: int, width: int, height: int, every_shift: bool
-) -> torch.Tensor:
-    """Place `count` members, in order, in free width x height-cell windows of `taken`
-    (updated in place) on the lattice and then the half-shifted lattice (or every shift of
-    it, one after another) -> [count, 2] (x, y) cells, -1 where no window was free. On the
-    device, without waiting for it: each window takes the member of its rank among the free
-    ones, so a group costs a dozen kernel launches and no transfer."""
-    grid = len(taken)
-    where = torch.full((count + 1, 2), -1, dtype=torch.int64, device=taken.device)
-    if width > grid or height > grid:
-        return where[:count]
-    placed = torch.zeros((), dtype=torch.int64, device=taken.device)
-    for ox, oy in _shifts(width, height, every_shift):
-        rows, columns = (grid - oy) // height, (grid - ox) // width
-        if rows == 0 or columns == 0:
+        shifts = [(x, y) for y in range(0, height, step_y) for x in range(0, width, step_x)]
+    else:
+        shifts = [(0, 0)] + ([(width // 2, height // 2)] if width > 1 or height > 1 else [])
+    for ox, oy in shifts:
+        if len(members) == 0:
+            break
+        ys = torch.arange(oy, grid - height + 1, height, device=taken.device)
+        xs = torch.arange(ox, grid - width + 1, width, device=taken.device)
+        if len(ys) == 0 or len(xs) == 0:
             continue
-        region = taken[oy : oy + rows * height, ox : ox + columns * width]
-        windows = region.view(rows, height, columns, width)
-        free = ~windows.any(3).any(1).reshape(-1)  # [rows * columns], in row order
-        member = placed + torch.cumsum(free, 0) - 1
-        take = free & (member < count)
-        index = torch.arange(rows * columns, device=taken.device)
-        cell = torch.stack((ox + index % columns * width, oy + index // columns * height), 1)
-        # Windows not taken write to the spare last row, which is dropped.
-        where.index_copy_(0, torch.where(take, member, count), cell)
-        windows |= take.view(rows, 1, columns, 1)
-        placed = placed + take.sum()
-    return where[:count]
+        summed = torch.zeros((grid + 1, grid + 1), dtype=torch.int64, device=taken.device)
+        summed[1:, 1:] = taken.long().cumsum(0).cumsum(1)
+        y0, y1, x0, x1 = ys[:, None], ys[:, None] + height, xs[None, :], xs[None, :] + width
+        inside = summed[y1, x1] - summed[y0, x1] - summed[y1, x0] + summed[y0, x0]
+        free = torch.nonzero((inside == 0).reshape(-1)).squeeze(1)[: len(members)]
+        if len(free) == 0:
+            continue
+        cy, cx = ys[free // len(xs)], xs[free % len(xs)]
+        dy = torch.arange(height, device=taken.device)
+        dx = torch.arange(width, device=taken.device)
+        rows = (cy[:, None, None] + dy[None, :, None]).expand(-1, height, width)
+        columns = (cx[:, None, None] + dx[None, None, :]).expand(-1, height, width)
+        taken[rows.reshape(-1), columns.reshape(-1)] = True
+        count = len(free)
+        placed.append(members[:count])
+        where.append(torch.stack((cx, cy), 1).cpu().numpy())
+        members = members[count:]
+    if not placed:
+        return np.zeros(0, np.int64), np.zeros((0, 2), np.int64)
+    return np.concatenate(placed), np.concatenate(where)
 
 
 def _drop_all(
-    taken: torch.Tensor, members: np.ndarray, cells: np.ndarray, every_shift: bool
+    taken: torch.Tensor,
+    members: np.ndarray,
+    cells: np.ndarray,
+    every_shift: bool,
+    all_or_none: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`members` with windows `cells` [M, 2] into `taken`: largest windows first, then wider,
-    then member order -> (placed members, their (x, y) cells); one transfer at the end."""
+    then member order -> (placed members, their (x, y) cells); with `all_or_none` it stops at
+    the first window size that does not all fit."""
     order = np.lexsort((members, -cells[:, 1], -cells[:, 0], -cells.prod(1)))
     members, cells = members[order], cells[order]
     key = cells[:, 0] * (int(cells.max(initial=0)) + 1) + cells[:, 1]
-    where = []
+    placed, where = [np.zeros(0, np.int64)], [np.zeros((0, 2), np.int64)]
     for group in np.split(np.arange(len(members)), np.flatnonzero(np.diff(key)) + 1):
         if len(group) == 0:
             continue
         width, height = (int(v) for v in cells[group[0]])
-        where.append(_drop_windows(taken, len(group), width, height, every_shift))
-    if not where:
-        return np.zeros(0, np.int64), np.zeros((0, 2), np.int64)
-    found = torch.cat(where).cpu().numpy()
-    done = found[:, 0] >= 0
-    return members[done], found[done]
+        done, at = _drop_windows(taken, members[group], width, height, every_shift)
+        placed.append(done)
+        where.append(at)
+        if all_or_none and len(done) < len(group):
+            break
+    return np.concatenate(placed), np.concatenate(where)
 
 
 def _try_scale(
@@ -154,7 +164,7 @@ def _try_scale(
     texels = texel_corners(corners[faces], piece[faces], box_lo, packing)
     taken = _taken_cells(texels, gutter, size // gutter)
     members = np.nonzero(small)[0]
-    placed, where = _drop_all(taken, members, cells[members], every_shift=False)
+    placed, where = _drop_all(taken, members, cells[members], every_shift=False, all_or_none=True)
     if len(placed) < len(members):
         return None
     origins[placed] = where * gutter + gutter // 2
@@ -212,7 +222,7 @@ def nest_faces(
     for shrink in MOVED_SHRINK:
         sizes = np.maximum(np.ceil(extent[waiting] * shrink), 1).astype(np.int64) + gutter
         cells = -(-sizes // gutter)  # [M, 2] window cells
-        placed, where = _drop_all(taken, waiting, cells, every_shift=True)
+        placed, where = _drop_all(taken, waiting, cells, every_shift=True, all_or_none=False)
         origins[placed] = where * gutter + gutter // 2
         factor[placed] = shrink
         waiting = np.setdiff1d(waiting, placed)

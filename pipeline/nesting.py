@@ -10,11 +10,9 @@ that size, in piece order, take the free lattice windows in row order (the latti
 half a window for the rest). Largest windows first. Faces of different pieces stay a gutter
 apart: half of it inside each small piece's window, half around each large piece's faces.
 
-`nest_pieces` tries scales above the shelf packing's by bisection, NEST_STEPS times for each
-of NEST_THRESHOLDS (the largest window, in cells, that counts as small), each bisection
-starting from the best scale found so far, and keeps the largest that fits every piece.
-Integer tensor work on the pieces' device (cumulative sums and integer scatter-adds only), so
-the same input gives the same layout.
+`nest_pieces` tries scales above the shelf packing's by bisection, NEST_STEPS times, and
+keeps the largest that fits every piece. Integer tensor work on the pieces' device
+(cumulative sums and integer scatter-adds only), so the same input gives the same layout.
 """
 
 from __future__ import annotations
@@ -27,13 +25,9 @@ from pipeline.packing import Packing, box_sizes, shelves
 __all__ = ["nest_faces", "nest_pieces", "texel_corners"]
 
 # Pieces whose window (box and gutter, in cells of `gutter` texels) is at most this many cells
-# on its longer side are nested; the rest go on shelves. Each threshold in turn: nesting
-# larger pieces fills the room a shelf leaves beside its tallest boxes (measured on the CPU
-# against 8 alone: utilisation 0.541 -> 0.662 on CesiumMilkTruck, 0.556 -> 0.625 on Duck,
-# 0.587 -> 0.674 and 0.637 -> 0.685 on prompts 8 and 16), while ragged meshes of thousands of
-# pieces pack best with 8 (prompts 1 and 20 gain nothing from the larger ones).
-NEST_THRESHOLDS = (8, 24, 64)
-# Trial scales per threshold, between the best so far and the area bound.
+# on its longer side are nested; the rest go on shelves.
+NEST_CELLS = 8
+# Trial scales between the shelf packing's and the area bound.
 NEST_STEPS = 4
 # Sizes a face taken out of its piece tries, in turn, when free windows are scarce.
 MOVED_SHRINK = (1.0, 0.5, 0.25)
@@ -144,11 +138,10 @@ def _try_scale(
     scale: float,
     size: int,
     gutter: int,
-    threshold: int,
 ) -> Packing | None:
     sizes, transposed = box_sizes(extents, scale, gutter)
     cells = -(-sizes // gutter)  # [C, 2] window cells (flat side first)
-    small = cells.max(1) <= threshold
+    small = cells.max(1) <= NEST_CELLS
     if not small.any():
         return None  # nothing to nest: the shelf packing is the layout
     origins = np.zeros((len(extents), 2), np.int64)
@@ -186,18 +179,17 @@ def nest_pieces(
     area = float((extents[:, 0] * extents[:, 1]).sum())
     if area <= 0 or gutter < 1:
         return baseline
+    low, high = baseline.scale, float(np.sqrt(size * size / area))
     best = baseline
-    for threshold in NEST_THRESHOLDS:
-        low, high = best.scale, float(np.sqrt(size * size / area))
-        for _ in range(NEST_STEPS):
-            if high <= low * (1 + 1e-4):
-                break
-            scale = (low + high) / 2
-            found = _try_scale(corners, piece, box_lo, extents, scale, size, gutter, threshold)
-            if found is None:
-                high = scale
-            else:
-                low, best = scale, found
+    for _ in range(NEST_STEPS):
+        if high <= low * (1 + 1e-4):
+            break
+        scale = (low + high) / 2
+        found = _try_scale(corners, piece, box_lo, extents, scale, size, gutter)
+        if found is None:
+            high = scale
+        else:
+            low, best = scale, found
     return best
 
 

@@ -2,13 +2,15 @@
 
 Shelf packing (pipeline/packing.py) lays out bounding boxes, so a ragged piece wastes the
 empty part of its box, and a tiny piece costs a box that is mostly gutter. Here the large
-pieces go on shelves as before, and the texture is seen as a grid of cells `gutter` texels
-wide: a cell is taken when a large piece's face, grown by half the gutter, touches it. Each
-small piece needs a window of whole cells holding its box and gutter; windows of one size are
-laid on a lattice of that size, so they never overlap one another, and the small pieces of
-that size, in piece order, take the free lattice windows in row order (the lattice shifted by
-half a window for the rest). Largest windows first. Faces of different pieces stay a gutter
-apart: half of it inside each small piece's window, half around each large piece's faces.
+pieces go on shelves, each on the first with room left (`packing.first_fit_shelves`: a low
+box fills the width a tall shelf left, the nested pieces the room above it), and the
+texture is seen as a grid of cells `gutter` texels wide: a cell is taken when a large
+piece's face, grown by half the gutter, touches it. Each small piece needs a window of whole
+cells holding its box and gutter; windows of one size are laid on a lattice of that size, so
+they never overlap one another, and the small pieces of that size, in piece order, take the
+free lattice windows in row order (the lattice shifted by half a window for the rest).
+Largest windows first. Faces of different pieces stay a gutter apart: half of it inside each
+small piece's window, half around each large piece's faces.
 
 `nest_pieces` tries scales above the shelf packing's by bisection, NEST_STEPS times, and
 keeps the largest that fits every piece. Integer tensor work on the pieces' device
@@ -20,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.packing import Packing, box_sizes, shelves
+from pipeline.packing import Packing, box_sizes, first_fit_shelves
 
 __all__ = ["nest_faces", "nest_pieces", "texel_corners"]
 
@@ -147,7 +149,7 @@ def _try_scale(
     origins = np.zeros((len(extents), 2), np.int64)
     large = np.nonzero(~small)[0]
     if len(large):
-        found = shelves(sizes[large], size, size)
+        found = first_fit_shelves(sizes[large], size, size)
         if found is None:
             return None
         origins[large] = found + gutter // 2

@@ -4,6 +4,12 @@ Each chart's box, at `scale` texels per model unit, rounded up and grown by the 
 turned to lie flat (width >= height), and the boxes are laid left to right on shelves,
 tallest first (the "next fit decreasing height" heuristic; Coffman et al. 1980). Neighbouring
 charts are at least `gutter` texels apart. The scale is the largest that fits, by bisection.
+
+`first_fit_shelves` lays each box on the first shelf with room left instead ("first fit
+decreasing height", same paper): a box lower than the shelf that closed early fills the rest
+of that shelf's width rather than waiting for a new one. A loop over the boxes on the host;
+the nesting (pipeline/nesting.py) uses it for its few trial scales, where the room above the
+lower boxes is filled by nested pieces.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Packing", "box_sizes", "pack_rectangles", "shelves"]
+__all__ = ["Packing", "box_sizes", "first_fit_shelves", "pack_rectangles", "shelves"]
 
 # Halvings of the scale interval: 16 leave it within 2^-16 of the best, far below a texel.
 BISECTION_STEPS = 16
@@ -52,6 +58,34 @@ def shelves(sizes: np.ndarray, width: int, height: int) -> np.ndarray | None:
         origins[placed, 1] = y
         y += shelf_height
         start += count
+    return origins
+
+
+def first_fit_shelves(sizes: np.ndarray, width: int, height: int) -> np.ndarray | None:
+    """[C, 2] box origins, each box on the first shelf it fits beside, or None when the
+    boxes do not fit."""
+    order = np.lexsort((np.arange(len(sizes)), -sizes[:, 0], -sizes[:, 1]))
+    origins = np.zeros((len(sizes), 2), np.int64)
+    shelf_y: list[int] = []
+    shelf_end: list[int] = []  # the first free x on each shelf
+    top = 0
+    box_widths, box_heights = sizes[:, 0].tolist(), sizes[:, 1].tolist()
+    for box in order.tolist():
+        w = box_widths[box]
+        if w > width:
+            return None
+        for shelf, end in enumerate(shelf_end):
+            if end + w <= width:
+                origins[box] = (end, shelf_y[shelf])
+                shelf_end[shelf] = end + w
+                break
+        else:  # tallest first: the new shelf is as tall as this box
+            if top + box_heights[box] > height:
+                return None
+            origins[box] = (0, top)
+            shelf_y.append(top)
+            shelf_end.append(w)
+            top += box_heights[box]
     return origins
 
 

@@ -1,12 +1,13 @@
 """pack_rectangles: layouts written out by hand, and invariants on random chart sets (charts
-inside the texture, never overlapping, at least the gutter apart)."""
+inside the texture, never overlapping, at least the gutter apart); first_fit_shelves: the
+room a shelf that closed early leaves is filled, and the same invariants."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.packing import BISECTION_STEPS, pack_rectangles
+from pipeline.packing import BISECTION_STEPS, first_fit_shelves, pack_rectangles, shelves
 
 # (charts, texture side, gutter): one chart, odd gutters, block +- 1 texture sides, and a
 # "large" set of charts.
@@ -133,3 +134,34 @@ def test_is_deterministic() -> None:
     assert first.scale == second.scale
     assert np.array_equal(first.origins, second.origins)
     assert np.array_equal(first.transposed, second.transposed)
+
+
+# --- First fit ------------------------------------------------------------------------------
+
+
+def test_first_fit_fills_the_room_a_closed_shelf_left() -> None:
+    # Tallest first, 100 wide: 60 x 40 opens a shelf; 60 x 30 does not fit beside it and
+    # opens a second. Next fit puts both 30 x 20 boxes on the second shelf (one fits) and a
+    # third (70 + 20 > 70 tall); first fit puts one beside each 60-wide box.
+    sizes = np.array([[60, 40], [60, 30], [30, 20], [30, 20]])
+    assert shelves(sizes, 100, 70) is None
+    origins = first_fit_shelves(sizes, 100, 70)
+    assert origins is not None
+    assert origins.tolist() == [[0, 0], [0, 40], [60, 0], [60, 40]]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_first_fit_never_overlaps_and_keeps_to_the_height(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 60, (200, 2))
+    sizes = np.where((sizes[:, 1] > sizes[:, 0])[:, None], sizes[:, ::-1], sizes)  # flat
+    first = first_fit_shelves(sizes, 256, 10**9)
+    assert first is not None
+    rects = np.concatenate((first, first + sizes), axis=1)
+    assert (rects[:, :2] >= 0).all() and (rects[:, 2] <= 256).all()
+    x0, y0, x1, y1 = (rects[:, k] for k in range(4))
+    apart = (x0[None] >= x1[:, None]) | (x0[:, None] >= x1[None]) | (y0[None] >= y1[:, None])
+    apart |= y0[:, None] >= y1[None]
+    np.fill_diagonal(apart, True)
+    assert apart.all()
+    assert first_fit_shelves(sizes, 256, int((first[:, 1] + sizes[:, 1]).max()) - 1) is None

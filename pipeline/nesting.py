@@ -62,48 +62,52 @@ def _taken_cells(texels: torch.Tensor, gutter: int, grid: int) -> torch.Tensor:
     return counts.view(side, side).cumsum(0).cumsum(1)[:grid, :grid] > 0
 
 
-def _drop_windows(
-    taken: torch.Tensor, members: np.ndarray, width: int, height: int, every_shift: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Place `members` in free width x height-cell windows of `taken` (updated in place) on
-    the lattice and then the half-shifted lattice (or every shift of it, one after another)
-    -> (placed members, their (x, y) cells)."""
-    grid = len(taken)
-    placed, where = [], []
-    if width > grid or height > grid:
-        return np.zeros(0, np.int64), np.zeros((0, 2), np.int64)
+def _shifts(width: int, height: int, every_shift: bool) -> list[tuple[int, int]]:
+    """Lattice offsets (cells) tried in turn for width x height windows."""
     if every_shift:  # at most SHIFTS_PER_SIDE^2 of them for large windows
         step_x, step_y = -(-width // SHIFTS_PER_SIDE), -(-height // SHIFTS_PER_SIDE)
-        shifts = [(x, y) for y in range(0, height, step_y) for x in range(0, width, step_x)]
-    else:
-        shifts = [(0, 0)] + ([(width // 2, height // 2)] if width > 1 or height > 1 else [])
-    for ox, oy in shifts:
-        if len(members) == 0:
-            break
-        ys = torch.arange(oy, grid - height + 1, height, device=taken.device)
-        xs = torch.arange(ox, grid - width + 1, width, device=taken.device)
-        if len(ys) == 0 or len(xs) == 0:
+        return [(x, y) for y in range(0, height, step_y) for x in range(0, width, step_x)]
+    return [(0, 0)] + ([(width // 2, height // 2)] if width > 1 or height > 1 else [])
+
+
+def _drop_windows(
+    taken: torch.Tensor, count: int, width: int, height: int, every_shift: bool
+) -> np.ndarray:
+    """Place `count` members, in order, in free width x height-cell windows of `taken`
+    (updated in place) on the lattice and then the half-shifted lattice (or every shift of
+    it, one after another) -> [count, 2] (x, y) cells, -1 where no window was free. Each
+    free window takes the member of its rank among the free ones; a handful of kernels per
+    lattice and one transfer at the end (each host sync and small launch counts here: the
+    packing's trials drop hundreds of groups)."""
+    grid = len(taken)
+    where = np.full((count, 2), -1, np.int64)
+    if width > grid or height > grid or count == 0:
+        return where
+    remaining = torch.full((), count, dtype=torch.int64, device=taken.device)
+    takes, lattices = [], []
+    for ox, oy in _shifts(width, height, every_shift):
+        rows, columns = (grid - oy) // height, (grid - ox) // width
+        if rows == 0 or columns == 0:
             continue
-        summed = torch.zeros((grid + 1, grid + 1), dtype=torch.int64, device=taken.device)
-        summed[1:, 1:] = taken.long().cumsum(0).cumsum(1)
-        y0, y1, x0, x1 = ys[:, None], ys[:, None] + height, xs[None, :], xs[None, :] + width
-        inside = summed[y1, x1] - summed[y0, x1] - summed[y1, x0] + summed[y0, x0]
-        free = torch.nonzero((inside == 0).reshape(-1)).squeeze(1)[: len(members)]
-        if len(free) == 0:
-            continue
-        cy, cx = ys[free // len(xs)], xs[free % len(xs)]
-        dy = torch.arange(height, device=taken.device)
-        dx = torch.arange(width, device=taken.device)
-        rows = (cy[:, None, None] + dy[None, :, None]).expand(-1, height, width)
-        columns = (cx[:, None, None] + dx[None, None, :]).expand(-1, height, width)
-        taken[rows.reshape(-1), columns.reshape(-1)] = True
-        count = len(free)
-        placed.append(members[:count])
-        where.append(torch.stack((cx, cy), 1).cpu().numpy())
-        members = members[count:]
-    if not placed:
-        return np.zeros(0, np.int64), np.zeros((0, 2), np.int64)
-    return np.concatenate(placed), np.concatenate(where)
+        region = taken[oy : oy + rows * height, ox : ox + columns * width]
+        windows = region.view(rows, height, columns, width)
+        free = ~windows.any(dim=(1, 3)).reshape(-1)  # in row order
+        take = free & (torch.cumsum(free, 0) <= remaining)
+        windows |= take.view(rows, 1, columns, 1)
+        remaining = remaining - take.sum()
+        takes.append(take)
+        lattices.append((ox, oy, columns))
+    if not takes:
+        return where
+    flags = torch.cat(takes).cpu().numpy()
+    start = done = 0
+    for (ox, oy, columns), take in zip(lattices, takes, strict=True):
+        index = np.flatnonzero(flags[start : start + len(take)])
+        start += len(take)
+        where[done : done + len(index), 0] = ox + index % columns * width
+        where[done : done + len(index), 1] = oy + index // columns * height
+        done += len(index)
+    return where
 
 
 def _drop_all(
@@ -124,10 +128,11 @@ def _drop_all(
         if len(group) == 0:
             continue
         width, height = (int(v) for v in cells[group[0]])
-        done, at = _drop_windows(taken, members[group], width, height, every_shift)
-        placed.append(done)
-        where.append(at)
-        if all_or_none and len(done) < len(group):
+        at = _drop_windows(taken, len(group), width, height, every_shift)
+        done = at[:, 0] >= 0
+        placed.append(members[group][done])
+        where.append(at[done])
+        if all_or_none and not done.all():
             break
     return np.concatenate(placed), np.concatenate(where)
 

@@ -83,57 +83,43 @@ def _rotations(jacobian: torch.Tensor) -> torch.Tensor:
     return torch.stack((torch.stack((cos, sin), 1), torch.stack((-sin, cos), 1)), 1)
 
 
-def _repeat(step: Callable[[], None], times: int, device: torch.device) -> None:
-    """step() `times` times. On CUDA the step is captured once as a CUDA graph and replayed:
-    the same kernels on the same tensors (so the same bits), without the ~30 host-side
-    launches per step that made the relaxation ~40 ms at any size up to 200k faces."""
-    if device.type != "cuda" or not CAPTURE or times < 2:
+class _Repeated:
+    """step() (in place) run `times` times per call. On CUDA it is captured once as a CUDA
+    graph and replayed: the same kernels on the same tensors (so the same bits), without the
+    ~30 host-side launches per step that made the relaxation ~40 ms at any size up to 200k
+    faces."""
+
+    def __init__(self, step: Callable[[], None], device: torch.device) -> None:
+        self.step = step
+        self.device = device
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def __call__(self, times: int) -> None:
+        if self.device.type != "cuda" or not CAPTURE:
+            for _ in range(times):
+                self.step()
+            return
+        current = torch.cuda.current_stream(self.device)
+        if self.graph is None:
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(current)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.stream(side):
+                # Thread-local: the server's other threads may use CUDA meanwhile.
+                self.graph.capture_begin(capture_error_mode="thread_local")
+                try:
+                    self.step()
+                finally:
+                    self.graph.capture_end()
+            current.wait_stream(side)
         for _ in range(times):
-            step()
-        return
-    current = torch.cuda.current_stream(device)
-    side = torch.cuda.Stream(device)
-    side.wait_stream(current)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.stream(side):
-        # Thread-local: the server's other threads may use CUDA meanwhile.
-        graph.capture_begin(capture_error_mode="thread_local")
-        try:
-            step()
-        finally:
-            graph.capture_end()
-    current.wait_stream(side)
-    for _ in range(times):
-        graph.replay()
-    current.synchronize()  # the graph's own memory is released with it
+            self.graph.replay()
 
-
-def _conjugate_gradients(
-    apply: Callable[[torch.Tensor], torch.Tensor],
-    uv: torch.Tensor,
-    rhs: torch.Tensor,
-    inverse_diagonal: torch.Tensor,
-) -> torch.Tensor:
-    """CG_STEPS of Jacobi-preconditioned conjugate gradients on apply(x) = rhs from uv [S, 2]
-    (the u and v columns are independent systems) -> x."""
-    uv = uv.clone()
-    residual = rhs - apply(uv)
-    z = residual * inverse_diagonal
-    direction = z.clone()
-    rz = (residual * z).sum(0)  # [2]
-
-    def step() -> None:  # in place, so a captured step replays on the same tensors
-        moved = apply(direction)
-        length = rz / (direction * moved).sum(0).clamp_min(1e-300)
-        uv.add_(length * direction)
-        residual.sub_(length * moved)
-        z = residual * inverse_diagonal
-        rz_next = (residual * z).sum(0)
-        direction.mul_(rz_next / rz.clamp_min(1e-300)).add_(z)
-        rz.copy_(rz_next)
-
-    _repeat(step, CG_STEPS, uv.device)
-    return uv
+    def close(self) -> None:
+        """Wait for the replays: the graph's own memory is released with it."""
+        if self.graph is not None:
+            torch.cuda.current_stream(self.device).synchronize()
+            self.graph = None
 
 
 def relax_charts(
@@ -177,14 +163,34 @@ def relax_charts(
 
     diagonal = segments(torch.diagonal(K, dim1=1, dim2=2).reshape(-1, 1))  # [S, 1]
     inverse_diagonal = torch.where(diagonal > 0, 1 / diagonal.clamp_min(1e-300), 0.0)
+    # Conjugate-gradient state, written in place so that one captured step serves every
+    # round: L uv = rhs by Jacobi-preconditioned CG (the u and v columns are independent).
+    uv = uv.clone()
+    residual, direction, rz = torch.empty_like(uv), torch.empty_like(uv), uv.new_empty(2)
+
+    def cg_step() -> None:
+        moved = apply(direction)
+        length = rz / (direction * moved).sum(0).clamp_min(1e-300)
+        uv.add_(length * direction)
+        residual.sub_(length * moved)
+        z = residual * inverse_diagonal
+        rz_next = (residual * z).sum(0)
+        direction.mul_(rz_next / rz.clamp_min(1e-300)).add_(z)
+        rz.copy_(rz_next)
+
+    steps = _Repeated(cg_step, device)
     for _ in range(ROUNDS):
         # 1. Local: each face's target rotation from the current layout.
         corner_uv = take_rows(uv, corner_slots)  # [F, 3, 2]
         rotation = _rotations((G[:, :, :, None] * corner_uv[:, None, :, :]).sum(2))
-        # 2. Global: L uv = sum_f area_f G_f^T R_f, by preconditioned CG from uv.
+        # 2. Global: L uv = sum_f area_f G_f^T R_f, warm-started from uv.
         target = (G[:, :, :, None] * rotation[:, :, None, :]).sum(1) * weight[:, None, None]
-        rhs = segments(target.reshape(-1, 2))
-        uv = _conjugate_gradients(apply, uv, rhs, inverse_diagonal)
+        residual.copy_(segments(target.reshape(-1, 2)) - apply(uv))
+        z = residual * inverse_diagonal
+        direction.copy_(z)
+        rz.copy_((residual * z).sum(0))
+        steps(CG_STEPS)
+    steps.close()
     relaxed = take_rows(uv, corner_slots)  # [F, 3, 2]
     # Charts with a face turned over or squeezed keep their projection.
     bad = (_signed_areas(relaxed) < MIN_AREA_KEPT * projected) & (weight > 0)

@@ -21,6 +21,7 @@ atlas's raster still catches any overlap it might open between distant faces.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
@@ -28,6 +29,8 @@ import torch
 from pipeline.face_graph import SegmentSums, flat_rows, take_rows
 
 __all__ = ["relax_charts"]
+
+log = logging.getLogger("pipeline.relax")
 
 # Local/global rounds and conjugate-gradient steps per round. Warm-started, the first round
 # removes most of the tilt shrink. Measured on prompt 20's inflate mesh (CPU): the area-
@@ -92,10 +95,11 @@ class _Repeated:
     def __init__(self, step: Callable[[], None], device: torch.device) -> None:
         self.step = step
         self.device = device
+        self.eager = device.type != "cuda" or not CAPTURE
         self.graph: torch.cuda.CUDAGraph | None = None
 
     def __call__(self, times: int) -> None:
-        if self.device.type != "cuda" or not CAPTURE:
+        if self.eager:
             for _ in range(times):
                 self.step()
             return
@@ -103,15 +107,23 @@ class _Repeated:
         if self.graph is None:
             side = torch.cuda.Stream(self.device)
             side.wait_stream(current)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.stream(side):
-                # Thread-local: the server's other threads may use CUDA meanwhile.
-                self.graph.capture_begin(capture_error_mode="thread_local")
-                try:
-                    self.step()
-                finally:
-                    self.graph.capture_end()
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.stream(side):
+                    # Thread-local: the server's other threads may use CUDA meanwhile.
+                    graph.capture_begin(capture_error_mode="thread_local")
+                    try:
+                        self.step()
+                    finally:
+                        graph.capture_end()
+            except RuntimeError as error:  # nothing ran while capturing: step eagerly
+                log.warning("relaxation: CUDA graph capture failed (%s), stepping eagerly", error)
+                self.eager = True
+                current.wait_stream(side)
+                self(times)
+                return
             current.wait_stream(side)
+            self.graph = graph
         for _ in range(times):
             self.graph.replay()
 

@@ -107,3 +107,20 @@ def test_captured_steps_give_the_eager_bits(monkeypatch: pytest.MonkeyPatch) -> 
     eager = relax_charts(P, F, corners, chart, 2)
     assert not torch.equal(captured, corners)  # it relaxed
     assert torch.equal(captured, eager)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_failed_capture_steps_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the CUDA graph cannot be captured, nothing has run: the steps go eagerly and
+    give the same bits."""
+    P, F, corners, chart = laid_out(roof(35.0), roof(60.0, offset=2.0))
+    P, F, corners, chart = P.cuda(), F.cuda(), corners.cuda(), chart.cuda()
+    captured = relax_charts(P, F, corners, chart, 2)
+
+    def refuse(self: torch.cuda.CUDAGraph, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("capture refused")
+
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "capture_begin", refuse)
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "capture_end", lambda self: None)
+    assert torch.equal(relax_charts(P, F, corners, chart, 2), captured)

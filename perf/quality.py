@@ -19,7 +19,9 @@ then per method:
      record says atlas_ok false and carries no quality numbers; its atlas_ms then includes the
      wait and the fallback);
   4. the UV mesh's faces checked against the mesh's (same corners, same order), its charts,
-     overlap_texels and utilisation (perf/quality_metrics.py);
+     overlap_texels, utilisation, margin_share and packing_bound (perf/quality_metrics.py:
+     the utilisation a perfect piece-shaped packing of the same pieces would reach, an
+     estimate that tells packing waste from the pieces' own outlines);
   5. bake (`pipeline.bake.bake_texture` and the uint8 quantisation the GLB stores): one warm-up
      and --repeat timed runs;
   6. psnr_db and seam_psnr_db of the baked texture against the reference, over the views.
@@ -53,7 +55,9 @@ from perf.flat_render import VIEW_SIZE, render_views
 from perf.quality_inputs import QualityInput, expand_inputs, load_input
 from perf.quality_metrics import (
     fidelity,
+    margin_share,
     overlap_texels,
+    packing_bound,
     reference_colours,
     utilisation,
     uv_charts,
@@ -146,7 +150,9 @@ def measure_method(
         charts=charts,
         overlap_texels=overlap_texels(uv_mesh.uvs, uv_mesh.faces, chart_of_face, size),
         utilisation=utilisation(uv_mesh.uvs, uv_mesh.faces),
+        margin_share=margin_share(uv_mesh.uvs, uv_mesh.faces, size, settings.gutter),
     )
+    record["packing_bound"] = packing_bound(record["utilisation"], record["margin_share"])
     # 5. Bake.
     textures, times = _repeated(
         lambda: quantise(bake_texture(uv_mesh, size, item.colour)), device, repeat
@@ -205,6 +211,7 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
         ("charts", "charts", 0),
         ("overlap texels", "overlap_texels", 0),
         ("utilisation", "utilisation", 3),
+        ("packing bound", "packing_bound", 3),
         ("PSNR dB", "psnr_db", 2),
         ("seam PSNR dB", "seam_psnr_db", 2),
         ("interior PSNR dB", "interior_psnr_db", 2),

@@ -10,6 +10,16 @@
   itself is not counted.
 - `utilisation`: the sum of the faces' |UV area| (uv in [0, 1]): the share of the atlas the
   charts cover.
+- `margin_share` and `packing_bound`: how much of the atlas the pieces cannot give up
+  however they are packed, and so the utilisation a perfect piece-shaped packing of the same
+  pieces would reach. Each piece needs its texels (conservative coverage) and half the gutter
+  around them (the other half belongs to its neighbour); `margin_share` is the share of texels
+  within gutter / 2 (Chebyshev) of a covered texel: that need summed over the pieces, less
+  where two pieces' rings meet (counted once). Laid out at s times the scale, the pieces'
+  area grows with s^2 and the margin ring, a fixed width along their outlines, with s: the
+  bound is u s^2 where u s^2 + (m - u) s = 1 (u the utilisation, m the margin share). An
+  estimate (the ring's texels and the outlines' raster do not scale exactly), for telling
+  packing waste from the pieces' own shape.
 - `fidelity`: PSNR between flat renders of the baked texture (its uint8 values, sampled as
   OpenGL's GL_LINEAR does: texel centres at (i + 0.5) / size, clamped to the edge) and the
   reference colour source evaluated at each pixel's surface point, over the judge's four views
@@ -27,6 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
+from kernels.uv_raster import uv_raster
 from perf.flat_render import View, box_candidates
 from pipeline.bake import ColourSource
 from pipeline.face_graph import components, rank_by_first
@@ -34,7 +45,9 @@ from pipeline.face_graph import components, rank_by_first
 __all__ = [
     "Fidelity",
     "fidelity",
+    "margin_share",
     "overlap_texels",
+    "packing_bound",
     "psnr_db",
     "reference_colours",
     "sample_bilinear",
@@ -73,6 +86,27 @@ def utilisation(uvs: torch.Tensor, faces: torch.Tensor) -> float:
     corners = uvs.double()[faces.long()]  # [F, 3, 2]
     u, v = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
     return float((0.5 * (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]).abs()).sum())
+
+
+def margin_share(uvs: torch.Tensor, faces: torch.Tensor, size: int, gutter: int) -> float:
+    """uvs [V, 2] in [0, 1], faces [F, 3] -> the share of a size x size atlas within gutter / 2
+    texels (Chebyshev) of a texel the faces cover conservatively."""
+    covered = uv_raster(uvs.float(), faces, size, size, conservative=True).face_ids >= 0
+    reach = gutter // 2
+    grown = torch.nn.functional.max_pool2d(
+        covered[None, None].float(), 2 * reach + 1, stride=1, padding=reach
+    )
+    return float(grown.mean())
+
+
+def packing_bound(utilisation: float, margin: float) -> float:
+    """The utilisation at the scale s where utilisation s^2 + (margin - utilisation) s = 1:
+    the pieces' area grows with s^2, their margin ring with s (module docstring)."""
+    if utilisation <= 0:
+        return 0.0
+    ring = margin - utilisation
+    s = (-ring + math.sqrt(ring * ring + 4 * utilisation)) / (2 * utilisation)
+    return utilisation * s * s
 
 
 def overlap_texels(

@@ -28,7 +28,9 @@ from perf.flat_render import (
 from perf.quality_inputs import QualityInput, load_input
 from perf.quality_metrics import (
     fidelity,
+    margin_share,
     overlap_texels,
+    packing_bound,
     reference_colours,
     sample_bilinear,
     utilisation,
@@ -229,6 +231,30 @@ def test_touching_charts_and_folds_are_not_overlaps() -> None:
     assert utilisation(uvs, faces) == pytest.approx(0.125 + 0.125 + 0.09)
 
 
+def test_margin_share_is_the_covered_texels_grown_by_half_the_gutter() -> None:
+    # Squares of 8 x 8 texels well inside a 64² atlas (texel edges on their sides), 20 apart.
+    uvs, faces = squares((0.125, 0.125, 0.25, 0.25), (0.5, 0.5, 0.625, 0.625))
+    covered = uv_raster(uvs, faces, 64, 64, conservative=True).face_ids >= 0
+    rows = torch.nonzero(covered[:, :24].any(1)).squeeze(1)  # the first square's rows
+    side = int(rows.max() - rows.min()) + 1  # conservative: 8 to 10 texels a side
+    assert 8 <= side <= 10 and int(covered.sum()) == 2 * side * side
+    for gutter, grown in ((4, side + 4), (8, side + 8), (0, side)):
+        assert margin_share(uvs, faces, 64, gutter) == pytest.approx(2 * grown**2 / 64**2)
+
+
+def test_packing_bound() -> None:
+    # No margin: the pieces alone scale up until they fill the atlas.
+    assert packing_bound(0.25, 0.25) == pytest.approx(1.0)
+    # Margins filling the atlas already: no larger scale fits.
+    assert packing_bound(0.4, 1.0) == pytest.approx(0.4)
+    # u s^2 + (m - u) s = 1 at the bound's scale, and more margin means a lower bound.
+    u, m = 0.45, 0.72
+    s = (packing_bound(u, m) / u) ** 0.5
+    assert u * s * s + (m - u) * s == pytest.approx(1.0)
+    assert packing_bound(u, 0.8) < packing_bound(u, m) < packing_bound(u, 0.6)
+    assert packing_bound(0.0, 0.5) == 0.0
+
+
 def test_charts_join_through_edges_not_vertices() -> None:
     faces = torch.tensor([[0, 1, 2], [2, 1, 3], [3, 4, 5]])  # the third shares one vertex only
     chart, count = uv_charts(faces)
@@ -283,6 +309,8 @@ def test_default_atlas_quality(name: str) -> None:
     assert record["faces"] == len(item.mesh.faces)
     assert record["overlap_texels"] == 0
     assert 0 < record["utilisation"] <= 1
+    assert record["utilisation"] < record["margin_share"] <= 1
+    assert record["utilisation"] <= record["packing_bound"] <= 1
     assert record["charts"] >= 1
     assert record["psnr_db"] >= PSNR_FLOOR_DB[name]
     assert record["seam_pixels"] > 0 and math.isfinite(record["seam_psnr_db"])

@@ -232,7 +232,7 @@ def test_touching_charts_and_folds_are_not_overlaps() -> None:
 
 
 def test_margin_share_is_the_covered_texels_grown_by_half_the_gutter() -> None:
-    # Squares of 8 x 8 texels well inside a 64² atlas (texel edges on their sides), 20 apart.
+    # Squares of 8 x 8 texels well inside a 64² atlas (texel edges on their sides), 16 apart.
     uvs, faces = squares((0.125, 0.125, 0.25, 0.25), (0.5, 0.5, 0.625, 0.625))
     covered = uv_raster(uvs, faces, 64, 64, conservative=True).face_ids >= 0
     rows = torch.nonzero(covered[:, :24].any(1)).squeeze(1)  # the first square's rows

@@ -64,7 +64,7 @@ from perf.quality_metrics import (
 )
 from perf.stages import commit
 from pipeline.atlas import unwrap
-from pipeline.bake import bake_texture, quantise
+from pipeline.bake import bake_texture, fit_enabled, quantise
 from pipeline.settings import PipelineSettings, parse_overrides, settings_from_env
 from pipeline.types import UVMesh
 
@@ -154,10 +154,11 @@ def measure_method(
     )
     record["packing_bound"] = packing_bound(record["utilisation"], record["margin_share"])
     # 5. Bake.
+    fit = fit_enabled(settings, device)
     textures, times = _repeated(
-        lambda: quantise(bake_texture(uv_mesh, size, item.colour)), device, repeat
+        lambda: quantise(bake_texture(uv_mesh, size, item.colour, fit)), device, repeat
     )
-    record.update(bake_ms=statistics.median(times), bake_runs=len(times))
+    record.update(bake_ms=statistics.median(times), bake_runs=len(times), bake_fit=fit)
     # 6. Fidelity.
     result = fidelity(views, reference, uv_mesh.uvs, uv_mesh.faces, textures[-1], chart_of_face)
     record.update(dataclasses.asdict(result))

@@ -12,7 +12,12 @@ Recipe (bake):
      point. Then taken back into the generator's frame;
   3. the voxel field sampled there, trilinear over the present voxels (never black);
   4. every other texel (gutters, empty space) takes the colour of its nearest covered texel,
-     so no background can bleed across seams, with or without mipmaps.
+     so no background can bleed across seams, with or without mipmaps;
+  5. with the fit on (settings.bake_fit; by default on CUDA): the colour at four points per
+     texel on the surface (a centre raster at twice the size), and the texture whose
+     bilinear sampling matches them best in least squares, starting from steps 1-4
+     (pipeline/texture_fit.py). Texels no bilinear sample of the surface reads keep step 4's
+     colour.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from kernels.dilate import dilate
 from kernels.field_sample import field_sample
 from kernels.uv_raster import UVRaster, uv_raster
 from pipeline.settings import PipelineSettings
+from pipeline.texture_fit import fit_texture
 from pipeline.types import Frame, RawAsset, TexturedMesh, UVMesh
 
-__all__ = ["ColourSource", "bake", "bake_texture", "field_colour", "quantise"]
+__all__ = ["ColourSource", "bake", "bake_texture", "field_colour", "fit_enabled", "quantise"]
 
 log = logging.getLogger("pipeline.bake")
 
@@ -58,9 +64,14 @@ def field_colour(asset: RawAsset, frame: Frame, device: torch.device) -> ColourS
     return colour
 
 
-def bake_texture(mesh: UVMesh, size: int, colour: ColourSource) -> torch.Tensor:
-    """The [size, size, 3] float32 texture: every covered texel from `colour`, the rest from
-    the nearest covered texel."""
+def fit_enabled(settings: PipelineSettings, device: torch.device) -> bool:
+    """Whether the bake fits the texture to bilinear sampling (step 5) on `device`."""
+    return settings.bake_fit == "on" or (settings.bake_fit == "auto" and device.type == "cuda")
+
+
+def bake_texture(mesh: UVMesh, size: int, colour: ColourSource, fit: bool = False) -> torch.Tensor:
+    """The [size, size, 3] float32 texture in [0, 1]: every covered texel from `colour`, the
+    rest from the nearest covered texel; with `fit`, then fitted to bilinear sampling."""
     # 1. Coverage.
     raster: UVRaster = mesh.raster
     if raster is None or raster.face_ids.shape != (size, size):
@@ -75,7 +86,18 @@ def bake_texture(mesh: UVMesh, size: int, colour: ColourSource) -> torch.Tensor:
     texture = torch.zeros(size, size, 3, dtype=torch.float32, device=mesh.positions.device)
     texture[covered] = colour(face, barycentrics, points).float().clamp(0, 1)
     # 4. Fill the rest from the nearest covered texel.
-    return dilate(texture, covered)
+    texture = dilate(texture, covered)
+    if not fit:
+        return texture
+    # 5. The colour at each texel's quarter points on the surface, and the fit to them.
+    quarter = uv_raster(mesh.uvs, mesh.faces, 2 * size, 2 * size, conservative=False)
+    inside = quarter.face_ids >= 0  # [2S, 2S]
+    face = quarter.face_ids[inside]
+    barycentrics = quarter.barycentrics[inside]
+    points = (barycentrics[:, :, None] * mesh.positions[mesh.faces[face]]).sum(1)
+    colours = torch.zeros(2 * size, 2 * size, 3, dtype=torch.float32, device=texture.device)
+    colours[inside] = colour(face, barycentrics, points).float().clamp(0, 1)
+    return fit_texture(texture, colours, inside).clamp(0, 1)
 
 
 def _extended(
@@ -103,13 +125,16 @@ def quantise(texture: torch.Tensor) -> torch.Tensor:
 def bake(mesh: UVMesh, asset: RawAsset, settings: PipelineSettings) -> TexturedMesh:
     start = time.perf_counter()
     size = settings.texture_size
-    texture = bake_texture(mesh, size, field_colour(asset, mesh.frame, mesh.positions.device))
+    device = mesh.positions.device
+    fit = fit_enabled(settings, device)
+    texture = bake_texture(mesh, size, field_colour(asset, mesh.frame, device), fit)
     base_color = quantise(texture).cpu().numpy()
     log.info(
-        "bake: %d faces -> %dx%d texture, %.0f ms",
+        "bake: %d faces -> %dx%d texture%s, %.0f ms",
         len(mesh.faces),
         size,
         size,
+        " (fitted to bilinear sampling)" if fit else "",
         (time.perf_counter() - start) * 1e3,
     )
     return TexturedMesh(

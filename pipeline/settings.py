@@ -93,6 +93,12 @@ class PipelineSettings:
     gutter_texels: int = setting(
         0, "texels between neighbouring charts' boxes; 0 = texture_size / 512, at least 2"
     )
+    bake_fit: str = setting(
+        "auto",
+        "fit the texture to bilinear sampling (least squares at 4 points per texel): auto = on "
+        "with CUDA (on the CPU it takes seconds at 2048²)",
+        ("auto", "on", "off"),
+    )
     # glb
     texture_format: str = setting("jpeg", "base-colour texture encoding", ("jpeg", "png"))
     jpeg_quality: int = setting(90, "JPEG quality of the base-colour texture (1-100)")

@@ -1,7 +1,7 @@
-"""texture_fit: the quarter-point sampling is bilinear sampling and its transpose is exact; the
-conjugate-gradient fit reaches the dense least-squares solution; an exact texture stays as it
-is; texels no sample reads keep their value bit for bit; the fit reconstructs a colour that
-varies within a texel better than texel-centre samples do, at points it was not fitted to."""
+"""texture_fit: the conjugate-gradient fit reaches the dense least-squares solution; an exact
+texture stays as it is; texels no sample reads keep their value bit for bit; the fit
+reconstructs a colour that varies within a texel better than texel-centre samples do, at
+points it was not fitted to."""
 
 from __future__ import annotations
 
@@ -10,12 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.texture_fit import (
-    fit_texture,
-    fit_texture_reference,
-    quarter_samples,
-    quarter_samples_adjoint,
-)
+from kernels.quarter_normal import quarter_samples
+from pipeline.texture_fit import fit_texture, fit_texture_reference
 
 # float32 sums of a few thousand terms against float64.
 FLOAT32_TOLERANCE = 1e-5
@@ -44,28 +40,6 @@ def bilinear_at(texture: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torc
         + padded[y0 + 1, x0] * (1 - ax) * ay
         + padded[y0 + 1, x0 + 1] * ax * ay
     )
-
-
-@pytest.mark.parametrize(("H", "W"), [(2, 2), (5, 3), (17, 31)])
-def test_quarter_samples_are_bilinear_sampling_at_the_quarter_points(H, W):
-    texture, _, _ = random_case(H * W, H, W)
-    ys, xs = torch.meshgrid(
-        torch.arange(2 * H, dtype=torch.float64) / 2 + 0.25,
-        torch.arange(2 * W, dtype=torch.float64) / 2 + 0.25,
-        indexing="ij",
-    )
-    expected = bilinear_at(texture.double(), xs, ys)
-    assert torch.allclose(quarter_samples(texture.double()), expected, atol=1e-12)
-
-
-@pytest.mark.parametrize(("H", "W"), [(2, 2), (6, 9), (23, 13)])
-def test_the_adjoint_is_the_transpose(H, W):
-    generator = torch.Generator().manual_seed(7)
-    texture = torch.rand(H, W, 2, generator=generator, dtype=torch.float64)
-    samples = torch.rand(2 * H, 2 * W, 2, generator=generator, dtype=torch.float64)
-    left = (quarter_samples(texture) * samples).sum()
-    right = (texture * quarter_samples_adjoint(samples)).sum()
-    assert abs(float(left - right)) < 1e-12 * float(left.abs())
 
 
 @pytest.mark.parametrize(

@@ -96,7 +96,7 @@ class PipelineSettings:
     bake_fit: str = setting(
         "auto",
         "fit the texture to bilinear sampling (least squares at 4 points per texel): auto = on "
-        "with CUDA (on the CPU it takes seconds at 2048²)",
+        "with CUDA (on a CPU it adds ~36 s at 2048²)",
         ("auto", "on", "off"),
     )
     # glb

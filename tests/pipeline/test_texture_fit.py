@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from kernels.quarter_normal import quarter_samples
 from pipeline.texture_fit import fit_texture, fit_texture_reference
+from tests.kernels.test_quarter_normal import bilinear_at
 
 # float32 sums of a few thousand terms against float64.
 FLOAT32_TOLERANCE = 1e-5
@@ -25,21 +25,6 @@ def random_case(seed: int, H: int, W: int, share: float = 0.6):
     colours = torch.rand(2 * H, 2 * W, 3, generator=generator)
     inside = torch.rand(2 * H, 2 * W, generator=generator) < share
     return texture, colours, inside
-
-
-def bilinear_at(texture: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """texture [H, W, C] sampled bilinearly at texel-unit points (centres at + 0.5), zero
-    outside: the sampling `quarter_samples` stands for."""
-    padded = F.pad(texture.permute(2, 0, 1), (1, 1, 1, 1)).permute(1, 2, 0)
-    fx, fy = x - 0.5 + 1, y - 0.5 + 1
-    x0, y0 = fx.floor().long(), fy.floor().long()
-    ax, ay = (fx - x0)[..., None], (fy - y0)[..., None]
-    return (
-        padded[y0, x0] * (1 - ax) * (1 - ay)
-        + padded[y0, x0 + 1] * ax * (1 - ay)
-        + padded[y0 + 1, x0] * (1 - ax) * ay
-        + padded[y0 + 1, x0 + 1] * ax * ay
-    )
 
 
 @pytest.mark.parametrize(

@@ -283,3 +283,10 @@ def test_the_fit_is_on_by_default_on_cuda_only() -> None:
     assert fit_enabled(settings(), cuda) and not fit_enabled(settings(), cpu)
     assert fit_enabled(settings(bake_fit="on"), cpu)
     assert not fit_enabled(settings(bake_fit="off"), cuda)
+
+
+def test_the_fit_colours_its_points_in_chunks_to_the_same_bits(monkeypatch) -> None:
+    _, uv_mesh, _ = baked("ring")
+    whole = bake_texture(uv_mesh, TEXTURE_SIZE, wave_colour, fit=True)
+    monkeypatch.setattr("pipeline.bake.QUARTER_CHUNK", 1000)
+    assert torch.equal(bake_texture(uv_mesh, TEXTURE_SIZE, wave_colour, fit=True), whole)

@@ -35,7 +35,7 @@ __all__ = ["fit_texture", "fit_texture_reference"]
 # squared bilinear weights (1.5625 for a texel all of whose 16 quarter points in reach lie
 # on the surface): small enough to fit, large enough that a texel at a chart's edge, seen by
 # one or two samples, stays near its centre value. On the H100 (perf/RESULTS.md) 0.02 and 0.3
-# moved every PSNR by at most 0.2 dB, except CesiumMilkTruck's seams: -0.8 dB at 0.3.
+# moved every PSNR by at most 0.23 dB, except CesiumMilkTruck's seams: -0.8 dB at 0.3.
 ANCHOR_WEIGHT = 0.1
 # Conjugate-gradient steps. Measured on the H100 (perf/RESULTS.md): the quarter-point error
 # after 8 steps is within 1% of that after 32 on prompt 20, Duck and 1M synthetic faces.

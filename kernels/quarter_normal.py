@@ -29,6 +29,7 @@ except ImportError:  # CPU-only installs: the torch path serves every device
     triton = None
 
 __all__ = [
+    "quarter_matrix",
     "quarter_normal",
     "quarter_normal_reference",
     "quarter_samples",

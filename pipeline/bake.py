@@ -17,7 +17,8 @@ Recipe (bake):
      texel on the surface (a centre raster at twice the size), and the texture whose
      bilinear sampling matches them best in least squares, starting from steps 1-4
      (pipeline/texture_fit.py). Texels no bilinear sample of the surface reads keep step 4's
-     colour.
+     colour. Where the GPU runs out of memory inside this step, the bake keeps step 4's
+     texture (a warning says so) rather than failing the request.
 """
 
 from __future__ import annotations
@@ -95,8 +96,16 @@ def bake_texture(mesh: UVMesh, size: int, colour: ColourSource, fit: bool = Fals
     if not fit:
         return texture
     # 5. The colour at each texel's quarter points on the surface, and the fit to them.
-    colours, inside = _quarter_colours(mesh, size, colour)
-    return fit_texture(texture, colours, inside).clamp(0, 1)
+    try:
+        colours, inside = _quarter_colours(mesh, size, colour)
+        return fit_texture(texture, colours, inside).clamp(0, 1)
+    except torch.OutOfMemoryError as error:
+        message = str(error).splitlines()[0]
+    # Out of the except block its frames are gone, and with them the step's temporaries.
+    if texture.is_cuda:
+        torch.cuda.empty_cache()
+    log.warning("bake: the fit ran out of memory (%s): keeping the texel-centre texture", message)
+    return texture
 
 
 def _quarter_colours(

@@ -3,7 +3,8 @@ texture at texel centres inside faces matches the function at the texel's 3D poi
 here from the UVs alone), every texel is filled, gutter texels copy their nearest covered
 texel, and the output has the GLB writer's dtypes and shapes. With the fit to bilinear
 sampling (step 5), a colour that varies within a few texels is reconstructed better at
-surface points between texel centres, and texels that no surface sample reads are unchanged."""
+surface points between texel centres, texels that no surface sample reads are unchanged, and
+running out of GPU memory inside the fit keeps the texel-centre texture."""
 
 from __future__ import annotations
 
@@ -290,3 +291,30 @@ def test_the_fit_colours_its_points_in_chunks_to_the_same_bits(monkeypatch) -> N
     whole = bake_texture(uv_mesh, TEXTURE_SIZE, wave_colour, fit=True)
     monkeypatch.setattr("pipeline.bake.QUARTER_CHUNK", 1000)
     assert torch.equal(bake_texture(uv_mesh, TEXTURE_SIZE, wave_colour, fit=True), whole)
+
+
+def test_the_fit_running_out_of_memory_keeps_the_texel_centre_texture(monkeypatch, caplog) -> None:
+    _, uv_mesh, _ = baked("ring")
+    centred = bake_texture(uv_mesh, TEXTURE_SIZE, wave_colour)
+    calls = []
+
+    def short_of_memory(face: torch.Tensor, bary: torch.Tensor, points: torch.Tensor):
+        calls.append(len(face))
+        if len(calls) > 1:  # the texel centres pass, the fit's quarter points do not
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return wave_colour(face, bary, points)
+
+    with caplog.at_level("WARNING", logger="pipeline.bake"):
+        kept = bake_texture(uv_mesh, TEXTURE_SIZE, short_of_memory, fit=True)
+    assert len(calls) == 2 and torch.equal(kept, centred)
+    assert "the fit ran out of memory (CUDA out of memory" in caplog.text
+
+    def failing_fit(*args: object) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory (the solve)")
+
+    monkeypatch.setattr("pipeline.bake.fit_texture", failing_fit)
+    assert torch.equal(bake_texture(uv_mesh, TEXTURE_SIZE, wave_colour, fit=True), centred)
+    # Any other error still fails the bake.
+    monkeypatch.setattr("pipeline.bake.fit_texture", lambda *args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        bake_texture(uv_mesh, TEXTURE_SIZE, wave_colour, fit=True)

@@ -21,7 +21,7 @@ from kernels.uv_raster import uv_raster
 from perf.bench import median_ms
 from perf.quality_inputs import load_input
 from pipeline.atlas import unwrap
-from pipeline.bake import bake_texture
+from pipeline.bake import bake_texture, quarter_colours
 from pipeline.settings import PipelineSettings
 from pipeline.texture_fit import fit_texture
 
@@ -48,8 +48,7 @@ def measure(spec: str, settings: PipelineSettings, steps: list[int], repeat: int
     face, barycentrics = quarter.face_ids[inside], quarter.barycentrics[inside]
     points = (barycentrics[:, :, None] * mesh.positions[mesh.faces[face]]).sum(1)
     times["colour"] = median_ms(lambda: item.colour(face, barycentrics, points), device, 1, repeat)
-    colours = torch.zeros(2 * size, 2 * size, 3, device=device)
-    colours[inside] = item.colour(face, barycentrics, points).float().clamp(0, 1)
+    colours, inside = quarter_colours(mesh, size, item.colour)  # what the bake fits to
     centred = bake_texture(mesh, size, item.colour)
 
     def error(texture: torch.Tensor) -> float:

@@ -37,7 +37,15 @@ from pipeline.settings import PipelineSettings
 from pipeline.texture_fit import fit_texture
 from pipeline.types import Frame, RawAsset, TexturedMesh, UVMesh
 
-__all__ = ["ColourSource", "bake", "bake_texture", "field_colour", "fit_enabled", "quantise"]
+__all__ = [
+    "ColourSource",
+    "bake",
+    "bake_texture",
+    "field_colour",
+    "fit_enabled",
+    "quantise",
+    "quarter_colours",
+]
 
 log = logging.getLogger("pipeline.bake")
 
@@ -97,7 +105,7 @@ def bake_texture(mesh: UVMesh, size: int, colour: ColourSource, fit: bool = Fals
         return texture
     # 5. The colour at each texel's quarter points on the surface, and the fit to them.
     try:
-        colours, inside = _quarter_colours(mesh, size, colour)
+        colours, inside = quarter_colours(mesh, size, colour)
         return fit_texture(texture, colours, inside).clamp(0, 1)
     except torch.OutOfMemoryError as error:
         message = str(error).splitlines()[0]
@@ -108,7 +116,7 @@ def bake_texture(mesh: UVMesh, size: int, colour: ColourSource, fit: bool = Fals
     return texture
 
 
-def _quarter_colours(
+def quarter_colours(
     mesh: UVMesh, size: int, colour: ColourSource
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """([2S, 2S, 3] float32 colours, [2S, 2S] bool inside): the colour at every texel's quarter

@@ -3,7 +3,9 @@
 # issue's inputs. MODE=ours (default): our atlas on every input, in one process, timed on an
 # otherwise idle machine. MODE=xatlas: xatlas on every input, one process per input side by
 # side (xatlas is single-threaded CPU work; the machine has 16 cores), each with
-# XATLAS_TIMEOUT seconds. Writes logs and JSON under $OUT.
+# XATLAS_TIMEOUT seconds. SET=issue (default): the issue's inputs (the two textured meshes,
+# prompts 1, 8, 16, 20, the synthetic meshes); SET=prompts: the inflate outputs of every prompt
+# in the data folder. Writes logs and JSON under $OUT.
 #
 # Through the device tool (carry .whl and shared, see perf/README.md):
 #   COMMIT=$(git rev-parse --short HEAD) bash perf/atlas_suite.sh
@@ -15,9 +17,13 @@ MODE=${MODE:-ours}
 XATLAS_TIMEOUT=${XATLAS_TIMEOUT:-300}
 DATA=../shared/data
 [ -d "$DATA" ] || DATA=shared/data
-PROMPTS=$(ls "$DATA"/prompts/*.webp | sed -n '2p;9p;17p;21p')  # prompts 1, 8, 16, 20
-INPUTS=("$DATA"/meshes/Duck.glb "$DATA"/meshes/CesiumMilkTruck.glb $PROMPTS
-        synthetic:200000 synthetic:1000000 synthetic:2000000)
+if [ "${SET:-issue}" = prompts ]; then
+  INPUTS=("$DATA"/prompts/*.webp)
+else
+  PROMPTS=$(ls "$DATA"/prompts/*.webp | sed -n '2p;9p;17p;21p')  # prompts 1, 8, 16, 20
+  INPUTS=("$DATA"/meshes/Duck.glb "$DATA"/meshes/CesiumMilkTruck.glb $PROMPTS
+          synthetic:200000 synthetic:1000000 synthetic:2000000)
+fi
 
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader

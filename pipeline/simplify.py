@@ -43,9 +43,9 @@ FACES_PER_SLAB = 80_000
 MAX_SLABS = 16
 # A second pass (see the module docstring) runs when the faces along the first pass's cuts
 # are more than this share of the budget. Measured (80k budget, perf/RESULTS.md): inflate at
-# its default 384 grid 0.02-0.40 at the slab counts a 16-core host takes (the second pass
-# there gained at most 0.15 dB for +125 ms median of mesh stage on an H100 host); at the 1024
-# grid (TRELLIS.2's) above 1, where it gained 2.3 to 7.7 dB.
+# its default 384 grid 0.02-0.40 at the slab counts a 16-core host takes (a second pass
+# there gained at most 0.15 dB for +124 to +132 ms median of mesh stage on an H100 host);
+# at the 1024 grid (TRELLIS.2's) above 1, where it gained 2.3 to 7.7 dB.
 STRIP_SHARE = 0.5
 
 
@@ -154,11 +154,13 @@ def _centroids_along(positions: np.ndarray, faces: np.ndarray, axis: int) -> np.
 
 
 def _welded(positions: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices with the same position bits made one (the slabs' repeated border vertices)."""
-    rows = np.ascontiguousarray(positions, np.float32)
-    keys = rows.view(np.dtype((np.void, rows.itemsize * 3))).ravel()
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    return rows[first], inverse.reshape(-1)[faces]
+    """The slabs' repeated border vertices made one (kernels.weld, bit-exact)."""
+    import torch  # here, not at the top: the spawned workers import this module
+
+    from kernels.weld import weld
+
+    unique, remap = weld(torch.from_numpy(positions))
+    return unique.numpy(), remap.numpy()[faces]
 
 
 def simplify(

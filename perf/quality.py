@@ -24,7 +24,11 @@ then per method:
      estimate that tells packing waste from the pieces' own outlines);
   5. bake (`pipeline.bake.bake_texture` and the uint8 quantisation the GLB stores): one warm-up
      and --repeat timed runs;
-  6. psnr_db and seam_psnr_db of the baked texture against the reference, over the views.
+  6. psnr_db and seam_psnr_db of the baked texture against the reference, over the views;
+then, with two or more methods that worked:
+  7. seam_cost_db of each against each other (perf/quality_metrics.py): how much worse it
+     renders the pixels beside its own seams than the other does, beyond their difference
+     elsewhere; seam PSNR alone also counts where the seams lie (creases, where colour changes).
 Times are wall milliseconds with the device synchronised before and after the timed call, and
 nothing else inside it. The JSON holds one record per (input, method) and the device, torch
 version, date and commit (COMMIT in the environment, else git).
@@ -54,11 +58,14 @@ from perf.bench import sync
 from perf.flat_render import VIEW_SIZE, render_views
 from perf.quality_inputs import QualityInput, expand_inputs, load_input
 from perf.quality_metrics import (
-    fidelity,
+    fidelity_of,
     margin_share,
     overlap_texels,
     packing_bound,
+    pixel_errors,
     reference_colours,
+    seam_cost_db,
+    seam_pixels,
     utilisation,
     uv_charts,
 )
@@ -81,6 +88,12 @@ log = logging.getLogger("perf.quality")
 
 XATLAS = "xatlas"
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Pixels:
+    errors: torch.Tensor  # [P] float64, `pixel_errors` of the baked texture
+    seams: torch.Tensor  # [P] bool, `seam_pixels` of the layout
 
 
 def timed(fn: Callable[[], T], device: torch.device) -> tuple[T, float]:
@@ -118,8 +131,9 @@ def measure_method(
     reference: list[torch.Tensor],
     settings: PipelineSettings,
     repeat: int,
-) -> dict[str, Any]:
-    """One (input, method) record (see the module docstring, steps 3-6)."""
+) -> tuple[dict[str, Any], Pixels | None]:
+    """One (input, method) record (see the module docstring, steps 3-6), and its pixels'
+    errors and seams (None when the atlas failed)."""
     device = item.mesh.positions.device
     size = settings.texture_size
     record: dict[str, Any] = {"input": item.name, "kind": item.kind, "method": method}
@@ -141,7 +155,7 @@ def measure_method(
         )
     if not record["atlas_ok"]:
         log.warning("%s: %s failed or timed out; no quality numbers", item.name, method)
-        return record
+        return record, None
     # 4. Layout.
     _check_face_order(item, uv_mesh)
     chart_of_face, charts = uv_charts(uv_mesh.faces)
@@ -160,9 +174,12 @@ def measure_method(
     )
     record.update(bake_ms=statistics.median(times), bake_runs=len(times), bake_fit=fit)
     # 6. Fidelity.
-    result = fidelity(views, reference, uv_mesh.uvs, uv_mesh.faces, textures[-1], chart_of_face)
-    record.update(dataclasses.asdict(result))
-    return record
+    pixels = Pixels(
+        pixel_errors(views, reference, uv_mesh.uvs, uv_mesh.faces, textures[-1]),
+        seam_pixels(views, chart_of_face),
+    )
+    record.update(dataclasses.asdict(fidelity_of(pixels.errors, pixels.seams)))
+    return record, pixels
 
 
 def measure_input(
@@ -184,18 +201,30 @@ def measure_input(
         render_size,
         (time.perf_counter() - start) * 1e3,
     )
-    records = []
+    records, measured = [], []
     for method in methods:
-        record = measure_method(item, method, views, reference, settings, repeat)
+        record, pixels = measure_method(item, method, views, reference, settings, repeat)
         record.update(texture_size=settings.texture_size, render_size=render_size)
-        log.info("%s", record)
         records.append(record)
+        measured.append(pixels)
+    # 7. Each method's seam cost against every other that worked.
+    for record, pixels in zip(records, measured, strict=True):
+        costs = {
+            other["method"]: seam_cost_db(pixels.errors, pixels.seams, theirs.errors, theirs.seams)
+            for other, theirs in zip(records, measured, strict=True)
+            if pixels is not None and theirs is not None and theirs is not pixels
+        }
+        if costs:
+            record["seam_cost_db"] = costs
+        log.info("%s", record)
     return records
 
 
 def _cell(value: Any, digits: int = 1) -> str:
     if value is None:
         return "—"
+    if isinstance(value, dict):
+        return "; ".join(f"{_cell(v, digits)} vs {k}" for k, v in value.items()) or "—"
     if isinstance(value, bool):
         return "yes" if value else "NO"
     if isinstance(value, float):
@@ -217,6 +246,7 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
         ("seam PSNR dB", "seam_psnr_db", 2),
         ("interior PSNR dB", "interior_psnr_db", 2),
         ("seam px", "seam_pixels", 0),
+        ("seam cost dB", "seam_cost_db", 2),
         ("atlas ms", "atlas_ms", 1),
         ("bake ms", "bake_ms", 1),
     )

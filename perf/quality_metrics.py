@@ -28,6 +28,10 @@
   SEAM_NEAR_FOOTPRINTS pixel footprints, so an occlusion boundary (another part of the object
   behind) is not a seam; and over the other foreground pixels (interior_psnr_db), so seam
   errors stand out from the texel density's.
+- `seam_cost_db`: seam PSNR alone cannot tell seams that lose colour from seams that lie
+  where the content is hardest (charts are cut at creases, where colour changes too). Two
+  layouts of one mesh rendered over the same pixels can: the first's error over the second's
+  beside the first's seams only, less that ratio beside neither's seams.
 """
 
 from __future__ import annotations
@@ -45,13 +49,17 @@ from pipeline.face_graph import components, rank_by_first
 __all__ = [
     "Fidelity",
     "fidelity",
+    "fidelity_of",
     "margin_share",
     "overlap_texels",
     "packing_bound",
+    "pixel_errors",
     "psnr_db",
     "reference_colours",
     "sample_bilinear",
+    "seam_cost_db",
     "seam_mask",
+    "seam_pixels",
     "utilisation",
     "uv_charts",
 ]
@@ -213,6 +221,45 @@ class Fidelity:
     seam_pixels: int
 
 
+def pixel_errors(
+    views: list[View],
+    reference: list[torch.Tensor],
+    uvs: torch.Tensor,
+    faces: torch.Tensor,
+    texture: torch.Tensor,
+) -> torch.Tensor:
+    """views and their reference colours [P, 3] (`reference_colours`), the UV mesh's uvs
+    [V', 2] and faces [F, 3] (the face ids of the views), texture [S, S, 3] uint8 -> [P] float64:
+    each foreground pixel's squared colour error summed over the channels, the views' pixels
+    one after another (row-major)."""
+    errors = []
+    for view, expected in zip(views, reference, strict=True):
+        fg = view.foreground
+        face = view.face_ids[fg]
+        uv = (view.barycentrics[fg, :, None].double() * uvs.double()[faces[face].long()]).sum(1)
+        baked = sample_bilinear(texture, uv) / 255.0
+        errors.append(((baked - expected) ** 2).sum(1).double())
+    return torch.cat(errors)
+
+
+def seam_pixels(views: list[View], chart_of_face: torch.Tensor) -> torch.Tensor:
+    """[P] bool: `seam_mask` at the views' foreground pixels, in `pixel_errors`' order."""
+    return torch.cat([seam_mask(view, chart_of_face)[view.foreground] for view in views])
+
+
+def fidelity_of(errors: torch.Tensor, seams: torch.Tensor) -> Fidelity:
+    """`pixel_errors` and `seam_pixels` -> Fidelity."""
+    total, seam_total = errors.sum(), errors[seams].sum()
+    count, seam_count = len(errors), int(seams.sum())
+    return Fidelity(
+        psnr_db(total, 3 * count),
+        psnr_db(seam_total, 3 * seam_count),
+        psnr_db(total - seam_total, 3 * (count - seam_count)),
+        count,
+        seam_count,
+    )
+
+
 def fidelity(
     views: list[View],
     reference: list[torch.Tensor],
@@ -221,26 +268,24 @@ def fidelity(
     texture: torch.Tensor,
     chart_of_face: torch.Tensor,
 ) -> Fidelity:
-    """views and their reference colours [P, 3] (`reference_colours`), the UV mesh's uvs
-    [V', 2] and faces [F, 3] (the face ids of the views), texture [S, S, 3] uint8 -> Fidelity."""
-    total = torch.zeros((), dtype=torch.float64, device=uvs.device)
-    seam_total = torch.zeros_like(total)
-    count = seam_count = 0
-    for view, expected in zip(views, reference, strict=True):
-        fg = view.foreground
-        face = view.face_ids[fg]
-        uv = (view.barycentrics[fg, :, None].double() * uvs.double()[faces[face].long()]).sum(1)
-        baked = sample_bilinear(texture, uv) / 255.0
-        error = ((baked - expected) ** 2).sum(1).double()  # [P]
-        seam = seam_mask(view, chart_of_face)[fg]
-        total += error.sum()
-        seam_total += error[seam].sum()
-        count += int(fg.sum())
-        seam_count += int(seam.sum())
-    return Fidelity(
-        psnr_db(total, 3 * count),
-        psnr_db(seam_total, 3 * seam_count),
-        psnr_db(total - seam_total, 3 * (count - seam_count)),
-        count,
-        seam_count,
-    )
+    """`pixel_errors`' arguments and the charts of the faces -> Fidelity."""
+    errors = pixel_errors(views, reference, uvs, faces, texture)
+    return fidelity_of(errors, seam_pixels(views, chart_of_face))
+
+
+def seam_cost_db(
+    errors: torch.Tensor, seams: torch.Tensor, other_errors: torch.Tensor, other_seams: torch.Tensor
+) -> float | None:
+    """How much worse (dB) a layout renders the pixels beside its own seams, where a second
+    layout of the same mesh has none, than that layout renders them, less the same difference
+    over the pixels beside neither's seams (the two textures' difference in general). Both
+    [P] `pixel_errors` and `seam_pixels` over the same views. About 0 where seam pixels are
+    only harder content (seams lie on creases, where colour changes); > 0 where the seams
+    themselves lose colour. None when either pixel set is empty or error-free."""
+    own, neither = seams & ~other_seams, ~seams & ~other_seams
+    sums = [e[m].sum() for m in (own, neither) for e in (errors, other_errors)]
+    if not own.any() or not neither.any() or any(float(s) == 0 for s in sums):
+        return None
+    own_ratio = float(sums[0]) / float(sums[1])  # this layout's MSE over the other's, own seams
+    neither_ratio = float(sums[2]) / float(sums[3])
+    return 10 * math.log10(own_ratio / neither_ratio)

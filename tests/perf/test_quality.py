@@ -1,7 +1,8 @@
 """perf/quality.py and its parts at small sizes: the flat rasterizer against a brute-force ray
 test, the synthetic mesh's promises, the atlas metrics on hand-built UVs, the whole measure on
-a synthetic mesh, a prompt (inflate) and Duck.glb, and negative controls that show each metric
-catches the failure it is for: overlapping charts, a wrong texture, a blacked-out seam band."""
+a synthetic mesh, a prompt (inflate) and Duck.glb, the seam cost of two atlases of one mesh,
+and negative controls that show each metric catches the failure it is for: overlapping charts,
+a wrong texture, a blacked-out seam band."""
 
 from __future__ import annotations
 
@@ -31,8 +32,11 @@ from perf.quality_metrics import (
     margin_share,
     overlap_texels,
     packing_bound,
+    pixel_errors,
     reference_colours,
     sample_bilinear,
+    seam_cost_db,
+    seam_pixels,
     utilisation,
     uv_charts,
 )
@@ -64,6 +68,10 @@ PSNR_FLOOR_DB = {"synthetic": 18.0, "prompt": 34.0, "Duck.glb": 30.0}
 WRONG_TEXTURE_DROP_DB = 8.0
 SEAM_BAND_DROP_DB = 8.0
 SEAM_BELOW_INTERIOR_DB = 6.0
+# Measured likewise on the synthetic mesh, the chart atlas against xatlas (2026-11-23): seam
+# costs 0.56 and 0.22 dB; with the chart atlas's seam band blacked out, 10.1 dB.
+SEAM_COST_BOUND_DB = 3.0
+SEAM_COST_DROP_DB = 6.0
 PIXEL_TOLERANCE = 1e-3  # a visible point's reprojection lies this close to its pixel centre
 
 
@@ -317,6 +325,19 @@ def test_default_atlas_quality(name: str) -> None:
     assert record["atlas_ms"] > 0 and record["bake_ms"] > 0
 
 
+def seam_band(uv_mesh, chart: torch.Tensor) -> torch.Tensor:
+    """[S, S] bool: every texel with a texel of another chart (or none) among its 8 neighbours:
+    the gutters and each chart's outermost texels, which bilinear sampling reads at seams."""
+    raster = uv_raster(uv_mesh.uvs, uv_mesh.faces, TEXTURE_SIZE, TEXTURE_SIZE)
+    texel_chart = torch.where(raster.face_ids >= 0, chart[raster.face_ids.clamp(min=0)], -1)
+    padded = torch.nn.functional.pad(texel_chart, (1, 1, 1, 1), value=-1)
+    band = torch.zeros_like(texel_chart, dtype=torch.bool)
+    for dy in range(3):
+        for dx in range(3):
+            band |= padded[dy : dy + TEXTURE_SIZE, dx : dx + TEXTURE_SIZE] != texel_chart
+    return band
+
+
 @pytest.mark.parametrize("name", list(INPUTS))
 def test_wrong_texture_and_blacked_out_seams_lower_the_psnr(name: str) -> None:
     item, settings = loaded(name), small_settings()
@@ -332,18 +353,53 @@ def test_wrong_texture_and_blacked_out_seams_lower_the_psnr(name: str) -> None:
     good = measure(texture)
     wrong = measure(torch.full_like(texture, 128))
     assert wrong.psnr_db <= good.psnr_db - WRONG_TEXTURE_DROP_DB
-    # Black out every texel with a texel of another chart (or none) among its 8 neighbours:
-    # the gutters and each chart's outermost texels, which bilinear sampling reads at seams.
-    raster = uv_raster(uv_mesh.uvs, uv_mesh.faces, TEXTURE_SIZE, TEXTURE_SIZE)
-    texel_chart = torch.where(raster.face_ids >= 0, chart[raster.face_ids.clamp(min=0)], -1)
-    padded = torch.nn.functional.pad(texel_chart, (1, 1, 1, 1), value=-1)
-    band = torch.zeros_like(texel_chart, dtype=torch.bool)
-    for dy in range(3):
-        for dx in range(3):
-            band |= padded[dy : dy + TEXTURE_SIZE, dx : dx + TEXTURE_SIZE] != texel_chart
-    blacked = measure(torch.where(band[..., None], 0, texture))
+    blacked = measure(torch.where(seam_band(uv_mesh, chart)[..., None], 0, texture))
     assert blacked.seam_psnr_db <= good.seam_psnr_db - SEAM_BAND_DROP_DB
     assert blacked.seam_psnr_db <= blacked.interior_psnr_db - SEAM_BELOW_INTERIOR_DB
+
+
+def test_seam_cost_tells_lossy_seams_from_hard_content() -> None:
+    base = torch.rand(1000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    seams_a = torch.zeros(1000, dtype=torch.bool)
+    seams_a[:200] = True
+    seams_b = torch.zeros_like(seams_a)
+    seams_b[100:300] = True
+    hard = torch.where(seams_a, 10.0, 1.0) * (base + 0.1)  # A's seams lie on hard content
+    # The same errors from both layouts: no cost, however hard the pixels beside A's seams;
+    # nor when A is twice as bad everywhere.
+    assert seam_cost_db(hard, seams_a, hard, seams_b) == pytest.approx(0.0, abs=1e-9)
+    assert seam_cost_db(2 * hard, seams_a, hard, seams_b) == pytest.approx(0.0, abs=1e-9)
+    # A four times as bad beside its own seams: 6.02 dB for A, nothing for B.
+    lossy = torch.where(seams_a, 4.0, 1.0) * hard
+    assert seam_cost_db(lossy, seams_a, hard, seams_b) == pytest.approx(10 * math.log10(4))
+    assert seam_cost_db(hard, seams_b, lossy, seams_a) == pytest.approx(0.0, abs=1e-9)
+    # No pixel beside A's seams only, or none beside neither's: no number.
+    assert seam_cost_db(hard, seams_a, hard, seams_a) is None
+    assert seam_cost_db(hard, seams_a, hard, torch.ones_like(seams_a)) is None
+
+
+def test_two_methods_report_each_ones_seam_cost() -> None:
+    item, settings = loaded("synthetic"), small_settings()
+    ours, theirs = quality.measure_input(item, ["charts", "xatlas"], settings, RENDER_SIZE, 1)
+    assert ours["atlas_ok"] and theirs["atlas_ok"]
+    assert list(ours["seam_cost_db"]) == ["xatlas"] and list(theirs["seam_cost_db"]) == ["charts"]
+    measured = [ours["seam_cost_db"]["xatlas"], theirs["seam_cost_db"]["charts"]]
+    assert all(math.isfinite(cost) and abs(cost) < SEAM_COST_BOUND_DB for cost in measured)
+    assert "vs xatlas" in quality.markdown_table([ours, theirs])
+    # Negative control: the chart atlas's texture with its seam band blacked out.
+    views = render_views(item.mesh.positions, item.mesh.faces, RENDER_SIZE)
+    reference = reference_colours(views, item.colour)
+    pixels = []
+    for method in ("charts", "xatlas"):
+        uv_mesh = unwrap(item.mesh, dataclasses.replace(settings, atlas_method=method))
+        chart, _ = uv_charts(uv_mesh.faces)
+        texture = quantise(bake_texture(uv_mesh, TEXTURE_SIZE, item.colour))
+        if method == "charts":
+            texture = torch.where(seam_band(uv_mesh, chart)[..., None], 0, texture)
+        errors = pixel_errors(views, reference, uv_mesh.uvs, uv_mesh.faces, texture)
+        pixels.append((errors, seam_pixels(views, chart)))
+    blacked = seam_cost_db(*pixels[0], *pixels[1])
+    assert blacked >= measured[0] + SEAM_COST_DROP_DB
 
 
 def test_an_xatlas_fallback_is_reported_as_failed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -354,9 +410,10 @@ def test_an_xatlas_fallback_is_reported_as_failed(monkeypatch: pytest.MonkeyPatc
     assert fallback.stats.get("xatlas") != 1.0
     monkeypatch.setattr(quality, "unwrap", lambda mesh, settings: fallback)
     views = render_views(item.mesh.positions, item.mesh.faces, 32)
-    record = quality.measure_method(
+    record, pixels = quality.measure_method(
         item, "xatlas", views, reference_colours(views, item.colour), small_settings(), repeat=1
     )
+    assert pixels is None
     assert record["atlas_ok"] is False and record["atlas_runs"] == 1
     assert "psnr_db" not in record and "overlap_texels" not in record
 

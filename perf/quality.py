@@ -29,6 +29,8 @@ then, with two or more methods that worked:
   7. seam_cost_db of each against each other (perf/quality_metrics.py): how much worse it
      renders the pixels beside its own seams than the other does, beyond their difference
      elsewhere; seam PSNR alone also counts where the seams lie (creases, where colour changes).
+     seam_cost_pixels: the pixels it rests on, [beside its seams only, beside neither's]; a
+     few thousand make it noisy (prompt 1 at the 1024 grid: 1820 beside neither).
 Times are wall milliseconds with the device synchronised before and after the timed call, and
 nothing else inside it. The JSON holds one record per (input, method) and the device, torch
 version, date and commit (COMMIT in the environment, else git).
@@ -207,15 +209,16 @@ def measure_input(
         record.update(texture_size=settings.texture_size, render_size=render_size)
         records.append(record)
         measured.append(pixels)
-    # 7. Each method's seam cost against every other that worked.
+    # 7. Each method's seam cost against every other that worked, and the pixels it rests on.
     for record, pixels in zip(records, measured, strict=True):
-        costs = {
-            other["method"]: seam_cost_db(pixels.errors, pixels.seams, theirs.errors, theirs.seams)
-            for other, theirs in zip(records, measured, strict=True)
-            if pixels is not None and theirs is not None and theirs is not pixels
-        }
-        if costs:
-            record["seam_cost_db"] = costs
+        for other, theirs in zip(records, measured, strict=True):
+            if pixels is None or theirs is None or theirs is pixels:
+                continue
+            cost = seam_cost_db(pixels.errors, pixels.seams, theirs.errors, theirs.seams)
+            record.setdefault("seam_cost_db", {})[other["method"]] = cost
+            own, neither = pixels.seams & ~theirs.seams, ~(pixels.seams | theirs.seams)
+            counts = [int(own.sum()), int(neither.sum())]
+            record.setdefault("seam_cost_pixels", {})[other["method"]] = counts
         log.info("%s", record)
     return records
 

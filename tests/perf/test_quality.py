@@ -385,6 +385,10 @@ def test_two_methods_report_each_ones_seam_cost() -> None:
     assert list(ours["seam_cost_db"]) == ["xatlas"] and list(theirs["seam_cost_db"]) == ["charts"]
     measured = [ours["seam_cost_db"]["xatlas"], theirs["seam_cost_db"]["charts"]]
     assert all(math.isfinite(cost) and abs(cost) < SEAM_COST_BOUND_DB for cost in measured)
+    own, neither = ours["seam_cost_pixels"]["xatlas"]
+    own_other, neither_again = theirs["seam_cost_pixels"]["charts"]
+    assert neither == neither_again > 0 and 0 < own <= ours["seam_pixels"]
+    assert own + own_other + neither <= ours["foreground_pixels"]
     assert "vs xatlas" in quality.markdown_table([ours, theirs])
     # Negative control: the chart atlas's texture with its seam band blacked out.
     views = render_views(item.mesh.positions, item.mesh.faces, RENDER_SIZE)

@@ -78,6 +78,8 @@ from pipeline.settings import PipelineSettings, parse_overrides, settings_from_e
 from pipeline.types import UVMesh
 
 __all__ = [
+    "Pixels",
+    "add_seam_costs",
     "main",
     "markdown_table",
     "measure_input",
@@ -209,18 +211,25 @@ def measure_input(
         record.update(texture_size=settings.texture_size, render_size=render_size)
         records.append(record)
         measured.append(pixels)
-    # 7. Each method's seam cost against every other that worked, and the pixels it rests on.
-    for record, pixels in zip(records, measured, strict=True):
-        for other, theirs in zip(records, measured, strict=True):
-            if pixels is None or theirs is None or theirs is pixels:
-                continue
-            cost = seam_cost_db(pixels.errors, pixels.seams, theirs.errors, theirs.seams)
-            record.setdefault("seam_cost_db", {})[other["method"]] = cost
-            own, neither = pixels.seams & ~theirs.seams, ~(pixels.seams | theirs.seams)
-            counts = [int(own.sum()), int(neither.sum())]
-            record.setdefault("seam_cost_pixels", {})[other["method"]] = counts
+    add_seam_costs(records, measured)
+    for record in records:
         log.info("%s", record)
     return records
+
+
+def add_seam_costs(records: list[dict[str, Any]], measured: list[Pixels | None]) -> None:
+    """Step 7: into each record of a method that worked, its seam cost against every other
+    that worked (seam_cost_db) and the pixels it rests on (seam_cost_pixels)."""
+    worked = [(r, p) for r, p in zip(records, measured, strict=True) if p is not None]
+    for record, pixels in worked:
+        for other, theirs in worked:
+            if theirs is pixels:
+                continue
+            cost = seam_cost_db(pixels.errors, pixels.seams, theirs.errors, theirs.seams)
+            own, neither = pixels.seams & ~theirs.seams, ~(pixels.seams | theirs.seams)
+            record.setdefault("seam_cost_db", {})[other["method"]] = cost
+            counts = [int(own.sum()), int(neither.sum())]
+            record.setdefault("seam_cost_pixels", {})[other["method"]] = counts
 
 
 def _cell(value: Any, digits: int = 1) -> str:

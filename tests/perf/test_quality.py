@@ -380,8 +380,14 @@ def test_seam_cost_tells_lossy_seams_from_hard_content() -> None:
 
 def test_two_methods_report_each_ones_seam_cost() -> None:
     item, settings = loaded("synthetic"), small_settings()
-    ours, theirs = quality.measure_input(item, ["charts", "xatlas"], settings, RENDER_SIZE, 1)
+    views = render_views(item.mesh.positions, item.mesh.faces, RENDER_SIZE)
+    reference = reference_colours(views, item.colour)
+    (ours, our_pixels), (theirs, their_pixels) = (
+        quality.measure_method(item, method, views, reference, settings, repeat=1)
+        for method in ("charts", "xatlas")
+    )
     assert ours["atlas_ok"] and theirs["atlas_ok"]
+    quality.add_seam_costs([ours, theirs], [our_pixels, their_pixels])
     assert list(ours["seam_cost_db"]) == ["xatlas"] and list(theirs["seam_cost_db"]) == ["charts"]
     measured = [ours["seam_cost_db"]["xatlas"], theirs["seam_cost_db"]["charts"]]
     assert all(math.isfinite(cost) and abs(cost) < SEAM_COST_BOUND_DB for cost in measured)
@@ -390,20 +396,23 @@ def test_two_methods_report_each_ones_seam_cost() -> None:
     assert neither == neither_again > 0 and 0 < own <= ours["seam_pixels"]
     assert own + own_other + neither <= ours["foreground_pixels"]
     assert "vs xatlas" in quality.markdown_table([ours, theirs])
-    # Negative control: the chart atlas's texture with its seam band blacked out.
-    views = render_views(item.mesh.positions, item.mesh.faces, RENDER_SIZE)
-    reference = reference_colours(views, item.colour)
-    pixels = []
-    for method in ("charts", "xatlas"):
-        uv_mesh = unwrap(item.mesh, dataclasses.replace(settings, atlas_method=method))
-        chart, _ = uv_charts(uv_mesh.faces)
-        texture = quantise(bake_texture(uv_mesh, TEXTURE_SIZE, item.colour))
-        if method == "charts":
-            texture = torch.where(seam_band(uv_mesh, chart)[..., None], 0, texture)
-        errors = pixel_errors(views, reference, uv_mesh.uvs, uv_mesh.faces, texture)
-        pixels.append((errors, seam_pixels(views, chart)))
-    blacked = seam_cost_db(*pixels[0], *pixels[1])
-    assert blacked >= measured[0] + SEAM_COST_DROP_DB
+    # Negative control: the chart atlas's texture with its seam band blacked out (the same
+    # layout and bake as measure_method's: both are deterministic).
+    uv_mesh = unwrap(item.mesh, dataclasses.replace(settings, atlas_method="charts"))
+    chart, _ = uv_charts(uv_mesh.faces)
+    texture = quantise(bake_texture(uv_mesh, TEXTURE_SIZE, item.colour))
+    blacked = torch.where(seam_band(uv_mesh, chart)[..., None], 0, texture)
+    errors = pixel_errors(views, reference, uv_mesh.uvs, uv_mesh.faces, blacked)
+    assert torch.equal(seam_pixels(views, chart), our_pixels.seams)
+    cost = seam_cost_db(errors, our_pixels.seams, their_pixels.errors, their_pixels.seams)
+    assert cost >= measured[0] + SEAM_COST_DROP_DB
+
+
+def test_one_method_reports_no_seam_cost() -> None:
+    item = loaded("synthetic")
+    (record,) = quality.measure_input(item, ["charts"], small_settings(), 32, repeat=1)
+    assert record["atlas_ok"]
+    assert "seam_cost_db" not in record and "seam_cost_pixels" not in record
 
 
 def test_an_xatlas_fallback_is_reported_as_failed(monkeypatch: pytest.MonkeyPatch) -> None:

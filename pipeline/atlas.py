@@ -6,7 +6,9 @@ Methods (settings.atlas_method):
   cut into tiles where that saves texture (pipeline/charts.py), each turned to its smallest
   bounding box, shelf packed at the largest uniform scale with a gutter
   (pipeline/packing.py), then small pieces nested into the room large ones leave, at a
-  larger scale where all fit (pipeline/nesting.py); faces found to overlap at the bake
+  larger scale where all fit (pipeline/nesting.py); on CUDA, up to 2048 pieces, every piece
+  is laid by its shape instead, at 32 trial scales at once (pipeline/raster_layout.py, the
+  first fit in kernels/first_fit.py); faces found to overlap at the bake
   resolution are split off and moved into free room, the rest staying on the same texel
   grid, until none does. Torch on the mesh's device (the GPU in production; the same code on
   the CPU elsewhere), the overlap check the Triton raster (kernels/uv_raster.py). Every step
@@ -42,8 +44,8 @@ from pipeline.charts import (
     tile_charts,
 )
 from pipeline.face_graph import edge_pairs
-from pipeline.nesting import nest_faces, nest_pieces, texel_corners
-from pipeline.packing import Packing, box_sizes, pack_rectangles, shelves
+from pipeline.nesting import nest_faces, nest_pieces
+from pipeline.packing import Packing, box_sizes, pack_rectangles, shelves, texel_corners
 from pipeline.profiling import mark
 from pipeline.relax import relax_charts
 from pipeline.settings import PipelineSettings

@@ -17,8 +17,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-__all__ = ["Packing", "box_sizes", "first_fit_shelves", "pack_rectangles", "shelves"]
+__all__ = [
+    "Packing",
+    "box_sizes",
+    "first_fit_shelves",
+    "pack_rectangles",
+    "shelves",
+    "texel_corners",
+]
 
 # Halvings of the scale interval: 16 leave it within 2^-16 of the best, far below a texel.
 BISECTION_STEPS = 16
@@ -116,3 +124,15 @@ def pack_rectangles(extents: np.ndarray, size: int, gutter: int) -> Packing:
     scale, origins, transposed = best
     # Each box starts with half the gutter, so a chart is that far from the box's edge.
     return Packing(scale, origins + gutter // 2, transposed)
+
+
+def texel_corners(
+    corners: torch.Tensor, owner: torch.Tensor, box_lo: torch.Tensor, packing: Packing
+) -> torch.Tensor:
+    """corners [F, 3, 2] (model units) of faces of pieces `owner` [F], box_lo [C, 2] each
+    piece's box corner -> [F, 3, 2] float64 texels where `packing` lays them."""
+    origins = torch.from_numpy(packing.origins).to(corners)
+    flip = torch.from_numpy(packing.transposed).to(corners.device)[owner]
+    local = (corners - box_lo[owner][:, None, :]) * packing.scale  # from the box corner
+    local = torch.where(flip[:, None, None], local.flip(-1), local)
+    return local + origins[owner][:, None, :]

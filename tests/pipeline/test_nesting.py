@@ -1,14 +1,17 @@
 """nest_pieces and nest_faces: small pieces dropped into the room large pieces' boxes leave,
 checked for the gutter between every two pieces, the texture's bounds, and a scale at least
-the shelf packing's (larger where there is room to use)."""
+the shelf packing's (larger where there is room to use); and the raster layout CUDA takes
+instead (every piece by its shape), run here on the first fit's numpy reference."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from pipeline.nesting import nest_faces, nest_pieces, texel_corners
-from pipeline.packing import pack_rectangles
+import pipeline.nesting as nesting
+from pipeline.nesting import nest_faces, nest_pieces
+from pipeline.packing import pack_rectangles, texel_corners
 
 SIZE = 256
 GUTTER = 2
@@ -102,3 +105,41 @@ def test_no_room_for_moved_faces_is_none() -> None:
     )
     moving = torch.tensor([False, True])
     assert nest_faces(full, moving, SIZE, GUTTER) is None
+
+
+# --- the raster layout (pipeline/raster_layout.py: CUDA's path, run here on the reference) ---
+
+
+@pytest.fixture
+def raster_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nesting, "RASTER_ON_CPU", True)
+    monkeypatch.setattr(nesting, "RASTER_TRIALS", 8)
+
+
+def test_raster_layout_keeps_gutters_and_bounds_and_beats_the_nesting(
+    raster_on_cpu, monkeypatch
+) -> None:
+    corners, piece = ragged_pieces(0)
+    texels, scale, shelf_scale = layout(corners, piece)
+    monkeypatch.setattr(nesting, "RASTER_ON_CPU", False)
+    _, nested_scale, _ = layout(corners, piece)
+    # The L pieces interlock and the triangles fill their corners, anywhere, not on a lattice.
+    assert scale > nested_scale * 1.05 > shelf_scale
+    assert float(texels.min()) >= GUTTER / 2 - 1e-9
+    assert float(texels.max()) <= SIZE - GUTTER / 2 + 1e-9
+    assert_gutters(texels, piece)
+
+
+def test_raster_layout_is_deterministic(raster_on_cpu) -> None:
+    corners, piece = ragged_pieces(1)
+    first, second = layout(corners, piece), layout(corners.clone(), piece.clone())
+    assert first[1] == second[1]
+    assert torch.equal(first[0], second[0])
+
+
+def test_past_raster_max_pieces_the_nesting_lays_them(raster_on_cpu, monkeypatch) -> None:
+    corners, piece = ragged_pieces(2)
+    monkeypatch.setattr(nesting, "RASTER_MAX_PIECES", int(piece.max()))  # one piece too many
+    capped = layout(corners, piece)
+    monkeypatch.setattr(nesting, "RASTER_ON_CPU", False)
+    assert torch.equal(capped[0], layout(corners, piece)[0])

@@ -91,15 +91,29 @@ def _boxes(
     return lo, hi
 
 
+def _outline(pairs: tuple[torch.Tensor, torch.Tensor], piece: torch.Tensor) -> torch.Tensor:
+    """[F] bool: faces with an edge no other face of their piece shares (its outline)."""
+    a, b = pairs
+    same = (piece[a] == piece[b]).long()
+    shared = torch.zeros(len(piece), dtype=torch.int64, device=piece.device)
+    shared = shared.index_add(0, a, same).index_add(0, b, same)
+    return shared < 3
+
+
 def _place(
-    corners: torch.Tensor, piece: torch.Tensor, count: int, size: int, gutter: int
+    corners: torch.Tensor,
+    piece: torch.Tensor,
+    count: int,
+    size: int,
+    gutter: int,
+    pairs: tuple[torch.Tensor, torch.Tensor],
 ) -> torch.Tensor:
     """Pack the pieces; returns [F, 3, 2] float64 corner positions in texels."""
     lo, hi = _boxes(corners, piece, count)
     extents = (hi - lo).cpu().numpy()
-    packing = nest_pieces(
-        corners, piece, lo, extents, pack_rectangles(extents, size, gutter), size, gutter
-    )
+    shelved = pack_rectangles(extents, size, gutter)
+    outline = _outline(pairs, piece)
+    packing = nest_pieces(corners, piece, lo, extents, shelved, size, gutter, outline)
     return texel_corners(corners, piece, lo, packing)
 
 
@@ -188,7 +202,7 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
         isolated |= folded
         piece, count = separate(piece, count, folded)
     mark("atlas.folds")
-    texels = _place(corners, piece, count, size, gutter)
+    texels = _place(corners, piece, count, size, gutter, pairs)
     rounds = repacks = 0
     for layout_round in range(MAX_LAYOUT_ROUNDS):
         rounds += 1
@@ -215,7 +229,7 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
         moved = nest_faces(texels, overlapping, size, gutter)
         if moved is None:
             repacks += 1
-        texels = moved if moved is not None else _place(corners, piece, count, size, gutter)
+        texels = moved if moved is not None else _place(corners, piece, count, size, gutter, pairs)
     mark("atlas.layout")  # every round of packing, raster and overlap isolation
     u, v = texels[:, 1] - texels[:, 0], texels[:, 2] - texels[:, 0]
     covered = float((0.5 * (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]).abs()).sum())

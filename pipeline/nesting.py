@@ -198,9 +198,12 @@ def nest_pieces(
     baseline: Packing,
     size: int,
     gutter: int,
+    outline: torch.Tensor | None = None,
 ) -> Packing:
     """corners [F, 3, 2] (model units), piece [F], box_lo [C, 2] each piece's box corner,
-    extents [C, 2] its size; baseline: the shelf packing -> the layout at the largest scale
+    extents [C, 2] its size; baseline: the shelf packing; outline [F] bool, optional: the
+    faces on their piece's outline, which alone shape the raster layout's pieces (it reads
+    every face without) -> the layout at the largest scale
     found, the baseline where nesting finds none larger. On CUDA, up to RASTER_MAX_PIECES
     pieces, every piece is laid by its shape instead (pipeline/raster_layout.py), at
     RASTER_TRIALS scales from the baseline's to the area bound; the nesting's bisection runs
@@ -211,7 +214,7 @@ def nest_pieces(
     low, high = baseline.scale, float(np.sqrt(size * size / area))
     if _raster_here(corners) and high > low and len(extents) <= RASTER_MAX_PIECES:
         scales = low * (high / low) ** (np.arange(1, RASTER_TRIALS + 1) / RASTER_TRIALS)
-        found = raster_layout(corners, piece, box_lo, extents, scales, size, gutter)
+        found = raster_layout(corners, piece, box_lo, extents, scales, size, gutter, outline)
         if found is not None:
             return found
     best = baseline

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 from kernels.first_fit import first_fit
 from pipeline.packing import Packing, box_sizes
@@ -87,10 +88,13 @@ def raster_layout(
     scales: np.ndarray,
     size: int,
     gutter: int,
+    outline: torch.Tensor | None = None,
 ) -> Packing | None:
     """corners [F, 3, 2] (model units), piece [F], box_lo [C, 2] each piece's box corner,
-    extents [C, 2] its size; scales: trial scales, ascending -> the layout at the largest
-    where every piece found a place, None where there is none."""
+    extents [C, 2] its size; scales: trial scales, ascending; outline [F] bool, optional: the
+    faces on their piece's outline (an edge no other face of the piece shares), whose boxes
+    alone give each row's first and last cell: the rest lie between them -> the layout at
+    the largest scale where every piece found a place, None where there is none."""
     grid = size // gutter
     C = len(extents)
     if C == 0 or len(scales) == 0 or grid < 1 or gutter < 1:
@@ -100,6 +104,11 @@ def raster_layout(
     order = np.lexsort((np.arange(C), -(extents[:, 0] * extents[:, 1])))
     rank = torch.empty(C, dtype=torch.int64, device=device)
     rank[torch.from_numpy(order).to(device)] = torch.arange(C, device=device)
+    if outline is not None:  # a piece with no outline face (none seen) keeps every face
+        seen = torch.zeros(C, dtype=torch.bool, device=device)
+        seen[piece[outline]] = True
+        kept = torch.nonzero(outline | ~seen[piece]).squeeze(1)
+        corners, piece = corners[kept], piece[kept]
     owner = rank[piece]
     local = corners - box_lo[piece][:, None, :]  # [F, 3, 2] from the box corner, unscaled
     local_lo, local_hi = local.amin(1), local.amax(1)  # [F, 2]
@@ -107,7 +116,7 @@ def raster_layout(
     flipped = torch.from_numpy(np.stack(flips)).to(device)[:, piece]  # [S, F]
     origin = gutter // 2
     chunk = max(1, PAIRS_PER_CHUNK // max(len(piece), 1))
-    placed, first = [], []
+    runs = []
     for begin in range(0, len(scales), chunk):
         scale = torch.tensor(scales[begin : begin + chunk], dtype=local.dtype, device=device)
         turn = flipped[begin : begin + chunk, :, None]
@@ -115,11 +124,16 @@ def raster_layout(
             torch.where(turn, v.flip(-1), v) * scale[:, None, None] + origin
             for v in (local_lo, local_hi)
         ]
-        lo, hi, row_start, width, cell = _rows(box[0], box[1], owner, C, scale, gutter)
-        placed.append(first_fit(lo, hi, row_start, width, grid))
-        first.append(cell)
-    where = torch.cat(placed).cpu().numpy().astype(np.int64)  # [S, C, 2] in laying order
-    cells = torch.cat(first).cpu().numpy()
+        runs.append(_rows(box[0], box[1], owner, C, scale, gutter))
+    rows = max(run[0].shape[1] for run in runs)
+    lo, hi = (
+        torch.cat([nn.functional.pad(run[k], (0, rows - run[k].shape[1])) for run in runs])
+        for k in (0, 1)
+    )
+    row_start, width, first = (torch.cat([run[k] for run in runs]) for k in (2, 3, 4))
+    # One launch for every trial scale: its programs run side by side.
+    where = first_fit(lo, hi, row_start, width, grid).cpu().numpy().astype(np.int64)
+    cells = first.cpu().numpy()  # [S, C, 2] in laying order
     fits = np.flatnonzero((where >= 0).all(axis=(1, 2)))
     if len(fits) == 0:
         return None

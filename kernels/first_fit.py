@@ -39,10 +39,10 @@ except ImportError:  # CPU-only installs: the reference still imports
 
 __all__ = ["first_fit", "first_fit_reference", "triton_available"]
 
-# Triton: candidate rows per step of the search, 4 x 512 cells, 8 a lane of 8 warps. The
-# fastest of 1, 2, 4, 8, 16 and 32 rows with 4, 8 or 16 warps on prompts 0, 1, 18 and 1M
-# synthetic faces (H200, perf/RESULTS.md); stopping a step's rows once no place is left in
-# it was slower (a reduction per row costs more than the rows it saves).
+# Triton: candidate rows per step of the search, 4 x 512 cells, 8 a lane of 8 warps: the
+# fastest of 4, 8, 16 and 32 rows with 4, 8 or 16 warps on prompts 0, 1, 18 and 1M synthetic
+# faces (H200, perf/RESULTS.md). Stopping a step's rows once no place is left in it, or
+# reading four shape rows at once, was slower.
 BLOCK_Y, NUM_WARPS = 4, 8
 
 

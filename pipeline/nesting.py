@@ -42,8 +42,8 @@ SHIFTS_PER_SIDE = 2
 # Trial scales of the raster layout, laid at once (one GPU program each: 32 cost about as
 # much as one), geometric from the shelf packing's scale to the area bound.
 RASTER_TRIALS = 32
-# Pieces up to which the raster layout runs: its first fit lays them one after another, about
-# 40 us each on the prompts (H200: prompt 0's 1522 pieces 56 ms, prompt 1's 5122 316 ms), where
+# Pieces up to which the raster layout runs: its first fit lays them one after another, 37-62
+# us each on the prompts (H200: prompt 0's 1522 pieces 56 ms, prompt 1's 5122 316 ms), where
 # the shelves and nesting take tens of milliseconds whatever the count.
 RASTER_MAX_PIECES = 2048
 # The raster layout off CUDA (the first fit's Triton kernel under TRITON_INTERPRET=1, or its

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import pipeline.nesting as nesting
+import pipeline.raster_layout as raster_layout
 from pipeline.nesting import nest_faces, nest_pieces
 from pipeline.packing import pack_rectangles, texel_corners
 
@@ -143,3 +144,17 @@ def test_past_raster_max_pieces_the_nesting_lays_them(raster_on_cpu, monkeypatch
     capped = layout(corners, piece)
     monkeypatch.setattr(nesting, "RASTER_ON_CPU", False)
     assert torch.equal(capped[0], layout(corners, piece)[0])
+
+
+def test_raster_cells_wider_than_the_gutter_keep_it(raster_on_cpu, monkeypatch) -> None:
+    """Past MAX_GRID cells across, cells grow wider than the gutter (here 8 texels for a
+    2-texel gutter): pieces are then at least the gutter apart still, inside the texture."""
+    monkeypatch.setattr(raster_layout, "MAX_GRID", SIZE // 8)
+    corners, piece = ragged_pieces(4)
+    texels, scale, shelf_scale = layout(corners, piece)
+    assert scale > shelf_scale
+    assert float(texels.min()) >= GUTTER / 2 - 1e-9
+    assert float(texels.max()) <= SIZE - GUTTER / 2 + 1e-9
+    assert_gutters(texels, piece)
+    monkeypatch.setattr(raster_layout, "MAX_GRID", SIZE // GUTTER)  # cells of the gutter
+    assert not torch.equal(layout(corners, piece)[0], texels)  # laid on the finer grid

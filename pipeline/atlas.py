@@ -6,7 +6,7 @@ Methods (settings.atlas_method):
   cut into tiles where that saves texture (pipeline/charts.py), each turned to its smallest
   bounding box, shelf packed at the largest uniform scale with a gutter
   (pipeline/packing.py), then small pieces nested into the room large ones leave, at a
-  larger scale where all fit (pipeline/nesting.py); on CUDA, up to 2048 pieces, every piece
+  larger scale where all fit (pipeline/nesting.py); on CUDA, up to 3072 pieces, every piece
   is laid by its shape instead, at 32 trial scales at once (pipeline/raster_layout.py, the
   first fit in kernels/first_fit.py); faces found to overlap at the bake
   resolution are split off and moved into free room, the rest staying on the same texel

@@ -44,8 +44,11 @@ SHIFTS_PER_SIDE = 2
 RASTER_TRIALS = 32
 # Pieces up to which the raster layout runs: its first fit lays them one after another, 37-62
 # us each on the prompts (H200: prompt 0's 1522 pieces 56 ms, prompt 1's 5122 316 ms), where
-# the shelves and nesting take tens of milliseconds whatever the count.
-RASTER_MAX_PIECES = 2048
+# the shelves and nesting take tens of milliseconds whatever the count. Past about 3000 it
+# stopped paying on the prompts (H200: prompts 7 and 12, ~2800 pieces, +0.09 to +0.55 dB for
+# +54 to +116 ms of atlas; prompts 1, 17 and 20, 3600-6500, -0.08 to +0.07 dB for +125 to
+# +313 ms).
+RASTER_MAX_PIECES = 3072
 # The raster layout off CUDA (the first fit's Triton kernel under TRITON_INTERPRET=1, or its
 # numpy reference): for tests on small meshes only, it tries every place for every piece.
 RASTER_ON_CPU = False

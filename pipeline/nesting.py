@@ -49,8 +49,8 @@ RASTER_TRIALS = 32
 # +54 to +116 ms of atlas; prompts 1, 17 and 20, 3600-6500, -0.08 to +0.07 dB for +125 to
 # +313 ms).
 RASTER_MAX_PIECES = 3072
-# The raster layout off CUDA (the first fit's Triton kernel under TRITON_INTERPRET=1, or its
-# numpy reference): for tests on small meshes only, it tries every place for every piece.
+# The raster layout off CUDA (on the first fit's numpy reference): for tests on small meshes
+# only, the reference tries every place for every piece.
 RASTER_ON_CPU = False
 
 
@@ -143,30 +143,6 @@ def _drop_all(
     return np.concatenate(placed), np.concatenate(where)
 
 
-def _nest_small(
-    corners: torch.Tensor,
-    piece: torch.Tensor,
-    box_lo: torch.Tensor,
-    packing: Packing,
-    small: np.ndarray,
-    cells: np.ndarray,
-    size: int,
-    gutter: int,
-) -> bool:
-    """The `small` pieces [C] bool, with windows `cells` [C, 2], into the room the others
-    leave in `packing` (their origins set in place) -> whether every one found a window."""
-    is_large = torch.from_numpy(~small).to(piece.device)
-    faces = torch.nonzero(is_large[piece]).squeeze(1)
-    texels = texel_corners(corners[faces], piece[faces], box_lo, packing)
-    taken = _taken_cells(texels, gutter, size // gutter)
-    members = np.nonzero(small)[0]
-    placed, where = _drop_all(taken, members, cells[members], every_shift=False, all_or_none=True)
-    if len(placed) < len(members):
-        return False
-    packing.origins[placed] = where * gutter + gutter // 2
-    return True
-
-
 def _try_scale(
     corners: torch.Tensor,
     piece: torch.Tensor,
@@ -189,8 +165,16 @@ def _try_scale(
             return None
         origins[large] = found + gutter // 2
     packing = Packing(scale, origins, transposed)
-    fits = _nest_small(corners, piece, box_lo, packing, small, cells, size, gutter)
-    return packing if fits else None
+    is_large = torch.from_numpy(~small).to(piece.device)
+    faces = torch.nonzero(is_large[piece]).squeeze(1)
+    texels = texel_corners(corners[faces], piece[faces], box_lo, packing)
+    taken = _taken_cells(texels, gutter, size // gutter)
+    members = np.nonzero(small)[0]
+    placed, where = _drop_all(taken, members, cells[members], every_shift=False, all_or_none=True)
+    if len(placed) < len(members):
+        return None
+    origins[placed] = where * gutter + gutter // 2
+    return packing
 
 
 def nest_pieces(
@@ -206,8 +190,8 @@ def nest_pieces(
     """corners [F, 3, 2] (model units), piece [F], box_lo [C, 2] each piece's box corner,
     extents [C, 2] its size; baseline: the shelf packing; outline [F] bool, optional: the
     faces on their piece's outline, which alone shape the raster layout's pieces (it reads
-    every face without) -> the layout at the largest scale
-    found, the baseline where nesting finds none larger. On CUDA, up to RASTER_MAX_PIECES
+    every face without) -> the layout at the largest scale found, the baseline where
+    nesting finds none larger. On CUDA, up to RASTER_MAX_PIECES
     pieces, every piece is laid by its shape instead (pipeline/raster_layout.py), at
     RASTER_TRIALS scales from the baseline's to the area bound; the nesting's bisection runs
     only where none of them fits."""

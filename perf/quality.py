@@ -307,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("pipeline", "kernels"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1 (the timed runs give the measured atlas)")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda, but torch sees no CUDA device")
     methods = parse_methods(args.atlas)

@@ -17,9 +17,10 @@ Methods (settings.atlas_method):
   back to "charts"; kept for comparison, since it takes seconds to minutes at our face counts.
 
 Recipe (unwrap): 1. charts, fold-overs split off, relaxed (new fold-overs split off); 2.
-tiles, turned; faces overlapping within their tile on a shelf strip split off; 3. pack and
-nest, check overlaps, split and move, repeat; 4. give each (vertex, piece) pair its own
-vertex, so UV seams become vertex splits.
+tiles, turned; faces overlapping within their tile on a shelf strip split off (as connected
+groups, then alone where a group still overlaps); 3. pack and nest, check overlaps, split
+and move, repeat; 4. give each (vertex, piece) pair its own vertex, so UV seams become
+vertex splits.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from pipeline.charts import (
     separate,
     tile_charts,
 )
-from pipeline.face_graph import edge_pairs
+from pipeline.face_graph import components, edge_pairs, rank_by_first
 from pipeline.nesting import nest_faces, nest_pieces
 from pipeline.packing import Packing, box_sizes, pack_rectangles, shelves, texel_corners
 from pipeline.profiling import mark
@@ -171,6 +172,17 @@ def _with_piece_neighbours(
     return grown
 
 
+def _connected_groups(
+    pairs: tuple[torch.Tensor, torch.Tensor], piece: torch.Tensor, flagged: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    """Each connected group of flagged faces (through edges, within a piece) becomes a piece of
+    its own; renumbered by first face -> (piece [F], count)."""
+    a, b = pairs
+    joined = flagged[a] & flagged[b] & (piece[a] == piece[b])
+    group = components(len(piece), a[joined], b[joined])  # the group's smallest face
+    return rank_by_first(torch.where(flagged, len(piece) + group, piece))
+
+
 def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter: int) -> Layout:
     """positions [V, 3], faces [F, 3] (one device) -> the layout of the faces in the texture."""
     pairs = edge_pairs(faces)
@@ -199,8 +211,15 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
     folded = _folded_faces(corners, piece, count, soup, size, gutter, expected_scale)
     folded = _with_piece_neighbours(pairs, piece, folded & ~isolated) & ~isolated
     if bool(folded.any()):
-        isolated |= folded
-        piece, count = separate(piece, count, folded)
+        # The folded faces leave their pieces as connected groups, which usually takes the
+        # layers of a curl apart; faces of a group that still overlaps go alone.
+        piece, count = _connected_groups(pairs, piece, folded)
+        corners = _oriented(corners, piece, count)
+        folded = _folded_faces(corners, piece, count, soup, size, gutter, expected_scale)
+        folded = _with_piece_neighbours(pairs, piece, folded & ~isolated) & ~isolated
+        if bool(folded.any()):
+            isolated |= folded
+            piece, count = separate(piece, count, folded)
     mark("atlas.folds")
     texels = _place(corners, piece, count, size, gutter, pairs)
     rounds = repacks = 0

@@ -444,3 +444,11 @@ def test_command_line(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "| synthetic:3000 |" in table and "seam PSNR dB" in table
     with pytest.raises(ValueError, match="atlas_method"):
         quality.parse_methods("box,nonsense")
+
+
+def test_no_timed_run_is_refused_before_any_work(tmp_path, capsys) -> None:
+    out = tmp_path / "quality.json"
+    with pytest.raises(SystemExit) as exit_info:
+        quality.main(["synthetic:3000", "--json", str(out), "--repeat", "0"])
+    assert exit_info.value.code == 2 and not out.exists()
+    assert "--repeat must be at least 1" in capsys.readouterr().err

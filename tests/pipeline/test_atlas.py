@@ -272,6 +272,31 @@ def test_a_nasty_mesh_unwraps_without_overlap_in_bounded_time() -> None:
     assert not bool(again.overlapping.any())
 
 
+def ramp_mesh(turns: float = 1.25) -> tuple[torch.Tensor, torch.Tensor]:
+    """A spiral ramp of `turns` turns around the y axis, rising 0.08 a turn: one chart (every
+    face looks up the y axis) whose projection covers its first and last quarter turns twice."""
+    around, across = int(120 * turns), 12
+    u, v = np.meshgrid(np.linspace(0, 2 * np.pi * turns, around), np.linspace(0.1, 0.4, across))
+    positions = np.stack([v * np.cos(u), u / (2 * np.pi) * 0.08, v * np.sin(u)], -1)
+    index = np.arange(across * around).reshape(across, around)
+    a, b, c, d = index[:-1, :-1], index[:-1, 1:], index[1:, :-1], index[1:, 1:]
+    faces = np.concatenate([np.stack(t, -1).reshape(-1, 3) for t in ((a, b, d), (a, d, c))])
+    return torch.tensor(positions.reshape(-1, 3), dtype=torch.float32), torch.from_numpy(faces)
+
+
+def test_the_overlapping_ends_of_a_curled_chart_leave_it_whole_not_face_by_face() -> None:
+    positions, faces = ramp_mesh()
+    layout = chart_atlas(positions, faces, 256, 2)
+    assert layout.stats["charts"] == 1
+    # The two overlapping ends are apart on the surface: each leaves as one piece (before,
+    # their 1342 faces went alone and the utilisation was 0.20).
+    assert layout.stats["isolated_faces"] == 0 and layout.stats["pieces"] <= 4
+    assert layout.stats["utilisation"] > 0.4
+    soup = torch.arange(3 * len(faces)).reshape(-1, 3)
+    uvs = layout.corner_uvs.reshape(-1, 2)
+    assert not bool(uv_raster(uvs, soup, 256, 256, conservative=True).overlapping.any())
+
+
 # --- on CUDA (the GPU machine: pytest -m gpu) ----------------------------------------------------
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -208,14 +208,22 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
     soup = torch.arange(3 * len(faces), device=faces.device).reshape(-1, 3)
     # Pieces that overlap themselves (a relaxed saddle, a curled projection) lose those faces
     # before packing, so the packing has room for them; the rounds below catch the rest.
-    folded = _folded_faces(corners, piece, count, soup, size, gutter, expected_scale)
+    grid = (size, gutter, expected_scale)
+    folded = _folded_faces(corners, piece, count, soup, *grid)
     folded = _with_piece_neighbours(pairs, piece, folded & ~isolated) & ~isolated
     if bool(folded.any()):
         # The folded faces leave their pieces as connected groups, which usually takes the
-        # layers of a curl apart; faces of a group that still overlaps go alone.
+        # layers of a curl apart; faces of a group that still overlaps go alone. Only the
+        # pieces that lost faces are turned and checked again: the rest stay as they were.
+        touched = torch.zeros(count, dtype=torch.bool, device=piece.device)
+        touched[piece[folded]] = True
+        touched = torch.nonzero(touched[piece]).squeeze(1)
         piece, count = _connected_groups(pairs, piece, folded)
-        corners = _oriented(corners, piece, count)
-        folded = _folded_faces(corners, piece, count, soup, size, gutter, expected_scale)
+        local, local_count = rank_by_first(piece[touched])
+        corners[touched] = _oriented(corners[touched], local, local_count)
+        again = _folded_faces(corners[touched], local, local_count, soup[: len(touched)], *grid)
+        folded = torch.zeros_like(folded)
+        folded[touched] = again
         folded = _with_piece_neighbours(pairs, piece, folded & ~isolated) & ~isolated
         if bool(folded.any()):
             isolated |= folded

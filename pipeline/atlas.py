@@ -215,9 +215,9 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
         # The folded faces leave their pieces as connected groups, which usually takes the
         # layers of a curl apart; faces of a group that still overlaps go alone. Only the
         # pieces that lost faces are turned and checked again: the rest stay as they were.
-        touched = torch.zeros(count, dtype=torch.bool, device=piece.device)
-        touched[piece[folded]] = True
-        touched = torch.nonzero(touched[piece]).squeeze(1)
+        lost = torch.zeros(count, dtype=torch.bool, device=piece.device)
+        lost[piece[folded]] = True
+        touched = torch.nonzero(lost[piece]).squeeze(1)  # every face of those pieces
         piece, count = _connected_groups(pairs, piece, folded)
         local, local_count = rank_by_first(piece[touched])
         corners[touched] = _oriented(corners[touched], local, local_count)

@@ -297,6 +297,18 @@ def test_the_overlapping_ends_of_a_curled_chart_leave_it_whole_not_face_by_face(
     assert not bool(uv_raster(uvs, soup, 256, 256, conservative=True).overlapping.any())
 
 
+def test_a_chart_wound_on_itself_all_along_falls_into_single_faces_without_overlap() -> None:
+    # Two turns: every face lies over another layer, so the folded faces form one group that
+    # still overlaps, and each of its faces goes alone (the documented degrade).
+    positions, faces = ramp_mesh(2.0)
+    layout = chart_atlas(positions, faces, 512, 2)
+    assert layout.stats["isolated_faces"] == len(faces) == layout.stats["pieces"]
+    uvs = layout.corner_uvs.reshape(-1, 2)
+    assert bool(((uvs >= 0) & (uvs <= 1)).all())
+    soup = torch.arange(3 * len(faces)).reshape(-1, 3)
+    assert not bool(uv_raster(uvs, soup, 512, 512, conservative=True).overlapping.any())
+
+
 # --- on CUDA (the GPU machine: pytest -m gpu) ----------------------------------------------------
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

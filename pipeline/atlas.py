@@ -12,7 +12,10 @@ Methods (settings.atlas_method):
   resolution are split off and moved into free room, the rest staying on the same texel
   grid, until none does. Torch on the mesh's device (the GPU in production; the same code on
   the CPU elsewhere), the overlap check the Triton raster (kernels/uv_raster.py). Every step
-  is bounded (at most MAX_LAYOUT_ROUNDS packings), so it cannot hang.
+  is bounded (at most MAX_LAYOUT_ROUNDS packings), so it cannot hang. Where the pieces are too
+  many for the gutter's boxes (each takes at least (gutter + 1)^2 texels), the packing halves
+  the gutter down to 1 texel, and past that gives every piece a cell of an even grid at its
+  own scale (packing.cell_corners), so no input is left without a layout.
 - "xatlas": xatlas (MIT) in a child process killed after settings.atlas_timeout_s, falling
   back to "charts"; kept for comparison, since it takes seconds to minutes at our face counts.
 
@@ -46,7 +49,14 @@ from pipeline.charts import (
 )
 from pipeline.face_graph import components, edge_pairs, rank_by_first
 from pipeline.nesting import nest_faces, nest_pieces
-from pipeline.packing import Packing, box_sizes, pack_rectangles, shelves, texel_corners
+from pipeline.packing import (
+    Packing,
+    box_sizes,
+    cell_corners,
+    pack_rectangles,
+    shelves,
+    texel_corners,
+)
 from pipeline.profiling import mark
 from pipeline.relax import relax_charts
 from pipeline.settings import PipelineSettings
@@ -108,14 +118,22 @@ def _place(
     size: int,
     gutter: int,
     pairs: tuple[torch.Tensor, torch.Tensor],
-) -> torch.Tensor:
-    """Pack the pieces; returns [F, 3, 2] float64 corner positions in texels."""
+) -> tuple[torch.Tensor, int]:
+    """Pack the pieces -> [F, 3, 2] float64 corner positions in texels, and the gutter they
+    got: the gutter asked for, else (too many pieces for its boxes) the widest of its halves
+    down to 1 texel that fits them, else 0: every piece in a cell of its own (sharing texels
+    where the cells are under two texels)."""
     lo, hi = _boxes(corners, piece, count)
     extents = (hi - lo).cpu().numpy()
-    shelved = pack_rectangles(extents, size, gutter)
     outline = _outline(pairs, piece)
-    packing = nest_pieces(corners, piece, lo, extents, shelved, size, gutter, outline)
-    return texel_corners(corners, piece, lo, packing)
+    trial = gutter
+    while trial >= 1:
+        shelved = pack_rectangles(extents, size, trial)
+        if shelved is not None:
+            packing = nest_pieces(corners, piece, lo, extents, shelved, size, trial, outline)
+            return texel_corners(corners, piece, lo, packing), trial
+        trial //= 2
+    return cell_corners(corners, piece, lo, hi - lo, size), 0
 
 
 def _folded_faces(
@@ -229,7 +247,7 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
             isolated |= folded
             piece, count = separate(piece, count, folded)
     mark("atlas.folds")
-    texels = _place(corners, piece, count, size, gutter, pairs)
+    texels, placed_gutter = _place(corners, piece, count, size, gutter, pairs)
     rounds = repacks = 0
     for layout_round in range(MAX_LAYOUT_ROUNDS):
         rounds += 1
@@ -240,6 +258,14 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
             break
         if layout_round == MAX_LAYOUT_ROUNDS - 1:
             log.warning("atlas: %d faces still overlap", int(overlapping.sum()))
+            break
+        if placed_gutter == 0:  # one cell per piece: no room left to take faces apart
+            log.warning(
+                "atlas: %d pieces exceed a %d^2 texture: %d faces share texels",
+                count,
+                size,
+                int(overlapping.sum()),
+            )
             break
         if layout_round >= NEIGHBOUR_ROUNDS:
             # Every face of a piece that still overlaps goes alone: a triangle alone overlaps
@@ -253,11 +279,17 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
         piece, count = separate(piece, count, overlapping)
         # The faces taken out move into free space and the rest stay, on the same texel grid,
         # so nothing new can overlap; only where there is no room is everything packed anew.
-        moved = nest_faces(texels, overlapping, size, gutter)
+        moved = nest_faces(texels, overlapping, size, placed_gutter)
         if moved is None:
             repacks += 1
-        texels = moved if moved is not None else _place(corners, piece, count, size, gutter, pairs)
+            texels, placed_gutter = _place(corners, piece, count, size, gutter, pairs)
+        else:
+            texels = moved
     mark("atlas.layout")  # every round of packing, raster and overlap isolation
+    if placed_gutter < gutter:
+        log.warning(
+            "atlas: %d pieces left room for a %d-texel gutter, not %d", count, placed_gutter, gutter
+        )
     u, v = texels[:, 1] - texels[:, 0], texels[:, 2] - texels[:, 0]
     covered = float((0.5 * (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]).abs()).sum())
     stats = {
@@ -267,6 +299,7 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
         "layout_rounds": float(rounds),  # rasters taken
         "repacks": float(repacks),  # rounds with no free room for the moved faces
         "utilisation": covered / (size * size),
+        "gutter": float(placed_gutter),  # below the one asked for: too many pieces for it
     }
     return Layout(piece, (texels / size).float(), raster, stats)
 

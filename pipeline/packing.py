@@ -5,6 +5,10 @@ turned to lie flat (width >= height), and the boxes are laid left to right on sh
 tallest first (the "next fit decreasing height" heuristic; Coffman et al. 1980). Neighbouring
 charts are at least `gutter` texels apart. The scale is the largest that fits, by bisection.
 
+`cell_corners` is the last resort where the boxes do not fit even with a 1-texel gutter: each
+chart gets a square cell of an even grid and is scaled on its own to fit it, so any number
+of charts has a place, though charts in cells under two texels share texels.
+
 `first_fit_shelves` lays each box on the first shelf with room left instead ("first fit
 decreasing height", same paper): a box lower than the shelf that closed early fills the rest
 of that shelf's width rather than waiting for a new one. A loop over the boxes on the host;
@@ -14,6 +18,7 @@ lower boxes is filled by nested pieces.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +27,7 @@ import torch
 __all__ = [
     "Packing",
     "box_sizes",
+    "cell_corners",
     "first_fit_shelves",
     "pack_rectangles",
     "shelves",
@@ -50,10 +56,13 @@ def shelves(sizes: np.ndarray, width: int, height: int) -> np.ndarray | None:
     """[C, 2] box origins, or None when the boxes do not fit."""
     order = np.lexsort((np.arange(len(sizes)), -sizes[:, 0], -sizes[:, 1]))
     origins = np.zeros((len(sizes), 2), np.int64)
+    # No shelf holds more boxes than the narrowest fit across: the running widths need only
+    # that many (one more overflows), so each shelf costs its boxes, not all the rest.
+    window = width // max(int(sizes[:, 0].min(initial=1)), 1) + 1
     y = 0
     start = 0
     while start < len(order):
-        row = order[start:]
+        row = order[start : start + window]
         widths = np.cumsum(sizes[row, 0])
         count = int(np.searchsorted(widths, width, side="right"))
         if count == 0:  # a single box wider than the texture
@@ -97,10 +106,13 @@ def first_fit_shelves(sizes: np.ndarray, width: int, height: int) -> np.ndarray 
     return origins
 
 
-def pack_rectangles(extents: np.ndarray, size: int, gutter: int) -> Packing:
-    """extents: [C, 2] chart sizes in model units -> the placement at the largest scale."""
+def pack_rectangles(extents: np.ndarray, size: int, gutter: int) -> Packing | None:
+    """extents: [C, 2] chart sizes in model units -> the placement at the largest scale, or
+    None when the boxes do not fit at any scale (each takes at least (gutter + 1)^2 texels)."""
     if len(extents) == 0:
         return Packing(1.0, np.zeros((0, 2), np.int64), np.zeros(0, bool))
+    if len(extents) * (gutter + 1) ** 2 > size * size:
+        return None
     extents = np.maximum(extents.astype(np.float64), 0.0)
     area = float((extents[:, 0] * extents[:, 1]).sum())
     longest = float(extents.max())
@@ -118,9 +130,7 @@ def pack_rectangles(extents: np.ndarray, size: int, gutter: int) -> Packing:
             low = scale
             best = (scale, origins, transposed)
     if best is None:
-        raise ValueError(
-            f"{len(extents)} charts do not fit a {size}^2 texture with a {gutter}-texel gutter"
-        )
+        return None
     scale, origins, transposed = best
     # Each box starts with half the gutter, so a chart is that far from the box's edge.
     return Packing(scale, origins + gutter // 2, transposed)
@@ -136,3 +146,28 @@ def texel_corners(
     local = (corners - box_lo[owner][:, None, :]) * packing.scale  # from the box corner
     local = torch.where(flip[:, None, None], local.flip(-1), local)
     return local + origins[owner][:, None, :]
+
+
+def cell_corners(
+    corners: torch.Tensor,
+    owner: torch.Tensor,
+    box_lo: torch.Tensor,
+    extents: torch.Tensor,
+    size: int,
+) -> torch.Tensor:
+    """corners [F, 3, 2] (model units) of faces of pieces `owner` [F], box_lo and extents
+    [C, 2] each piece's box -> [F, 3, 2] float64 texels, piece c in cell c (row order) of a
+    ceil(sqrt(C))^2 grid over the texture, scaled to the cell less a texel (half the cell
+    where it is under two) and centred in it."""
+    count = len(box_lo)
+    across = max(1, math.ceil(math.sqrt(count)))
+    cell = size / across
+    side = max(cell - 1.0, 0.5 * cell)
+    index = torch.arange(count, device=corners.device)
+    cell_lo = torch.stack((index % across, index // across), 1).to(torch.float64) * cell
+    longest = extents.to(torch.float64).amax(1).clamp_min(1e-12)  # [C]
+    scale = side / longest
+    margin = (cell - extents.to(torch.float64) * scale[:, None]) / 2  # [C, 2] centring
+    lo, factor = box_lo.to(torch.float64)[owner], scale[owner]
+    local = (corners.to(torch.float64) - lo[:, None, :]) * factor[:, None, None]
+    return local + (cell_lo + margin)[owner][:, None, :]

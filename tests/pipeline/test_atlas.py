@@ -309,6 +309,42 @@ def test_a_chart_wound_on_itself_all_along_falls_into_single_faces_without_overl
     assert not bool(uv_raster(uvs, soup, 512, 512, conservative=True).overlapping.any())
 
 
+def loose_triangles(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` small triangles scattered in the unit cube, none sharing a vertex: as many
+    pieces as faces."""
+    rng = np.random.default_rng(count)
+    corners = rng.uniform(-0.5, 0.5, (count, 1, 3)) + rng.normal(0, 0.01, (count, 3, 3))
+    positions = torch.tensor(corners.reshape(-1, 3), dtype=torch.float32)
+    return positions, torch.arange(3 * count).reshape(-1, 3)
+
+
+def test_more_pieces_than_the_gutter_leaves_room_for_get_a_narrower_gutter() -> None:
+    # 600 boxes of at least 3 x 3 texels (a 2-texel gutter) do not fit 64^2; of 2 x 2 they do.
+    positions, faces = loose_triangles(600)
+    layout = chart_atlas(positions, faces, 64, 2)
+    assert layout.stats["pieces"] == 600 and layout.stats["gutter"] == 1
+    assert not bool(layout.raster.overlapping.any())
+    assert_pieces_a_gutter_apart(layout, 64, 1)
+    # Within the room the asked gutter leaves, it is kept.
+    assert chart_atlas(*loose_triangles(300), 64, 2).stats["gutter"] == 2
+
+
+def test_more_pieces_than_the_texture_has_texels_still_get_a_layout() -> None:
+    # 5000 pieces in 64^2 = 4096 texels: each gets a cell of its own (the last resort).
+    positions, faces = loose_triangles(5000)
+    layout = chart_atlas(positions, faces, 64, 2)
+    assert layout.stats["pieces"] == 5000 and layout.stats["gutter"] == 0
+    uvs = layout.corner_uvs.numpy().astype(np.float64)
+    assert uvs.min() >= 0 and uvs.max() <= 1
+    across = int(np.ceil(np.sqrt(5000)))
+    cell = np.floor(uvs.mean(1) * across).astype(np.int64)  # [F, 2] each face's cell
+    piece = layout.piece_of_face.numpy()
+    assert np.array_equal(cell[:, 1] * across + cell[:, 0], piece)  # piece c in cell c
+    slack = 1e-6
+    assert (uvs >= (cell / across)[:, None, :] - slack).all()
+    assert (uvs <= ((cell + 1) / across)[:, None, :] + slack).all()
+
+
 # --- on CUDA (the GPU machine: pytest -m gpu) ----------------------------------------------------
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

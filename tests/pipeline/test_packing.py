@@ -1,13 +1,21 @@
 """pack_rectangles: layouts written out by hand, and invariants on random chart sets (charts
 inside the texture, never overlapping, at least the gutter apart); first_fit_shelves: the
-room a shelf that closed early leaves is filled, and the same invariants."""
+room a shelf that closed early leaves is filled, and the same invariants; cell_corners: any
+number of charts, each in a cell of its own at its own scale."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from pipeline.packing import BISECTION_STEPS, first_fit_shelves, pack_rectangles, shelves
+from pipeline.packing import (
+    BISECTION_STEPS,
+    cell_corners,
+    first_fit_shelves,
+    pack_rectangles,
+    shelves,
+)
 
 # (charts, texture side, gutter): one chart, odd gutters, block +- 1 texture sides, and a
 # "large" set of charts.
@@ -103,11 +111,43 @@ def test_empty_and_degenerate_charts() -> None:
     assert_valid_layout(rects, 32, 2)
 
 
-def test_too_many_charts_for_the_texture_raise() -> None:
-    # Every box is at least 1 + 4 texels: at most 3 x 3 of them fit in 16^2.
-    with pytest.raises(ValueError, match="do not fit"):
-        pack_rectangles(np.ones((10, 2)), 16, 4)
+def test_too_many_charts_for_the_texture_find_no_packing() -> None:
+    # Every box is at least 1 + 4 texels square: ten pass the area bound (10 x 25 <= 16^2)
+    # but only 3 x 3 fit on the shelves; eleven fail the bound itself.
+    assert pack_rectangles(np.ones((10, 2)), 16, 4) is None
+    assert pack_rectangles(np.ones((11, 2)), 16, 4) is None
     assert len(pack_rectangles(np.ones((9, 2)), 16, 4).origins) == 9
+
+
+@pytest.mark.parametrize(("count", "size"), [(1, 8), (50, 4), (50, 64), (1000, 16)])
+def test_cells_give_any_number_of_charts_a_cell_of_their_own(count: int, size: int) -> None:
+    rng = np.random.default_rng(count + size)
+    corners = torch.tensor(rng.normal(0, 1, (3 * count, 3, 2)))  # three faces per chart
+    owner = torch.arange(count).repeat_interleave(3)
+    lo = torch.full((count, 2), np.inf, dtype=torch.float64).scatter_reduce(
+        0, owner[:, None].expand(-1, 2), corners.amin(1), "amin"
+    )
+    hi = torch.full((count, 2), -np.inf, dtype=torch.float64).scatter_reduce(
+        0, owner[:, None].expand(-1, 2), corners.amax(1), "amax"
+    )
+    texels = cell_corners(corners, owner, lo, hi - lo, size).numpy()
+    across = int(np.ceil(np.sqrt(count)))
+    cell = size / across
+    column, row = np.arange(count) % across, np.arange(count) // across
+    first, last = texels.min(1), texels.max(1)  # per face
+    eps = 1e-9
+    assert (first[:, 0] >= column[owner] * cell - eps).all()
+    assert (last[:, 0] <= (column[owner] + 1) * cell + eps).all()
+    assert (first[:, 1] >= row[owner] * cell - eps).all()
+    assert (last[:, 1] <= (row[owner] + 1) * cell + eps).all()
+    # Each chart is scaled uniformly: texel distances are model distances times one factor.
+    model = np.linalg.norm(corners.numpy()[:, 1] - corners.numpy()[:, 0], axis=1)
+    laid = np.linalg.norm(texels[:, 1] - texels[:, 0], axis=1)
+    factor = laid / model
+    assert np.allclose(factor, np.repeat(factor[::3], 3))
+    # The longer side of each chart spans the cell less a texel (half the cell below two).
+    side = (hi - lo).amax(1).numpy() * factor[::3]
+    assert np.allclose(side, max(cell - 1.0, 0.5 * cell))
 
 
 # --- Random chart sets ------------------------------------------------------------------------

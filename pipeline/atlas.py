@@ -118,22 +118,23 @@ def _place(
     size: int,
     gutter: int,
     pairs: tuple[torch.Tensor, torch.Tensor],
-) -> tuple[torch.Tensor, int]:
+) -> tuple[torch.Tensor, int | None]:
     """Pack the pieces -> [F, 3, 2] float64 corner positions in texels, and the gutter they
     got: the gutter asked for, else (too many pieces for its boxes) the widest of its halves
-    down to 1 texel that fits them, else 0: every piece in a cell of its own (sharing texels
-    where the cells are under two texels)."""
+    down to 1 texel that fits them, else None: every piece in a cell of its own (sharing
+    texels where the cells are under two texels)."""
     lo, hi = _boxes(corners, piece, count)
     extents = (hi - lo).cpu().numpy()
     outline = _outline(pairs, piece)
     trial = gutter
-    while trial >= 1:
+    while True:
         shelved = pack_rectangles(extents, size, trial)
         if shelved is not None:
             packing = nest_pieces(corners, piece, lo, extents, shelved, size, trial, outline)
             return texel_corners(corners, piece, lo, packing), trial
+        if trial <= 1:
+            return cell_corners(corners, piece, lo, hi - lo, size), None
         trial //= 2
-    return cell_corners(corners, piece, lo, hi - lo, size), 0
 
 
 def _folded_faces(
@@ -259,7 +260,7 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
         if layout_round == MAX_LAYOUT_ROUNDS - 1:
             log.warning("atlas: %d faces still overlap", int(overlapping.sum()))
             break
-        if placed_gutter == 0:  # one cell per piece: no room left to take faces apart
+        if placed_gutter is None:  # one cell per piece: no room left to take faces apart
             log.warning(
                 "atlas: %d pieces exceed a %d^2 texture: %d faces share texels",
                 count,
@@ -279,16 +280,17 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
         piece, count = separate(piece, count, overlapping)
         # The faces taken out move into free space and the rest stay, on the same texel grid,
         # so nothing new can overlap; only where there is no room is everything packed anew.
-        moved = nest_faces(texels, overlapping, size, placed_gutter)
+        moved = nest_faces(texels, overlapping, size, placed_gutter or 0)
         if moved is None:
             repacks += 1
             texels, placed_gutter = _place(corners, piece, count, size, gutter, pairs)
         else:
             texels = moved
     mark("atlas.layout")  # every round of packing, raster and overlap isolation
-    if placed_gutter < gutter:
+    given = placed_gutter if placed_gutter is not None else 0  # cells: no gutter kept
+    if given < gutter:
         log.warning(
-            "atlas: %d pieces left room for a %d-texel gutter, not %d", count, placed_gutter, gutter
+            "atlas: %d pieces left room for a %d-texel gutter, not %d", count, given, gutter
         )
     u, v = texels[:, 1] - texels[:, 0], texels[:, 2] - texels[:, 0]
     covered = float((0.5 * (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]).abs()).sum())
@@ -299,7 +301,7 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
         "layout_rounds": float(rounds),  # rasters taken
         "repacks": float(repacks),  # rounds with no free room for the moved faces
         "utilisation": covered / (size * size),
-        "gutter": float(placed_gutter),  # below the one asked for: too many pieces for it
+        "gutter": float(given),  # below the one asked for: too many pieces for it
     }
     return Layout(piece, (texels / size).float(), raster, stats)
 

@@ -329,6 +329,15 @@ def test_more_pieces_than_the_gutter_leaves_room_for_get_a_narrower_gutter() -> 
     assert chart_atlas(*loose_triangles(300), 64, 2).stats["gutter"] == 2
 
 
+def test_a_gutter_of_zero_asked_is_packed_on_shelves_not_in_cells(monkeypatch) -> None:
+    def no_cells(*args, **kwargs):
+        raise AssertionError("the cells are the last resort")
+
+    monkeypatch.setattr(atlas_module, "cell_corners", no_cells)
+    layout = chart_atlas(*loose_triangles(300), 64, 0)
+    assert layout.stats["gutter"] == 0 and not bool(layout.raster.overlapping.any())
+
+
 def test_more_pieces_than_the_texture_has_texels_still_get_a_layout() -> None:
     # 5000 pieces in 64^2 = 4096 texels: each gets a cell of its own (the last resort).
     positions, faces = loose_triangles(5000)

@@ -56,9 +56,9 @@ def shelves(sizes: np.ndarray, width: int, height: int) -> np.ndarray | None:
     """[C, 2] box origins, or None when the boxes do not fit."""
     order = np.lexsort((np.arange(len(sizes)), -sizes[:, 0], -sizes[:, 1]))
     origins = np.zeros((len(sizes), 2), np.int64)
-    # No shelf holds more boxes than the narrowest fit across: the running widths need only
-    # that many (one more overflows), so each shelf costs its boxes, not all the rest.
-    window = width // max(int(sizes[:, 0].min(initial=1)), 1) + 1
+    # Every box is at least a texel wide, so no shelf holds more than `width` of them: the
+    # running widths need only that many (one more overflows), not every box left.
+    window = width + 1
     y = 0
     start = 0
     while start < len(order):

@@ -57,7 +57,7 @@ def test_hooking_components_equal_scipys(seed: int) -> None:
 @pytest.mark.parametrize("n", [2, 3, 4096, 4097])
 def test_hooking_a_path_in_order_settles_to_one_label(n: int) -> None:
     # The first hooking makes a chain n - 1 deep (node i under i - 1): the deepest tree the
-    # fixed count of jumps must flatten.
+    # pointer jumping must flatten.
     a = torch.arange(n - 1)
     assert torch.equal(components_hooking(n, a, a + 1), torch.zeros(n, dtype=torch.int64))
     assert torch.equal(components_hooking(n, a + 1, a), torch.zeros(n, dtype=torch.int64))

@@ -16,12 +16,12 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import connected_components
+
+from kernels.segment_sums import fixed_point_sums
 
 __all__ = [
     "SegmentSums",
@@ -112,10 +112,10 @@ class SegmentSums:
     """Sums of float64 values into groups, the same bits on every run and device kind
     (for values of magnitude below 2^900 / n, far beyond any geometry here).
 
-    Values are scaled to fixed point (2^bits over the largest possible total, then what that
+    The elements are sorted by group once; each call sums the groups' stretches in fixed
+    point (kernels/segment_sums.py: 2^bits over the largest possible total, then what that
     rounds away in a second word as fine again, so small values keep float64's precision
-    beside large ones); both words of every column are laid end to end and scanned once as
-    int64, and each group's sum is a difference within one word's stretch.
+    beside large ones; one int64 scan).
     """
 
     def __init__(self, group: torch.Tensor, count: int) -> None:
@@ -136,22 +136,7 @@ class SegmentSums:
 
     def sorted(self, ordered: torch.Tensor) -> torch.Tensor:
         """values [n, k] already sorted by group (`order`) -> [count, k] float64 sums."""
-        ordered = ordered.double()
-        n, k = ordered.shape
-        if n == 0:
-            return ordered.new_zeros(len(self.ends), k)
-        bits = 62 - math.ceil(math.log2(2 * k))  # per stretch, so the whole scan fits int64
-        # The floor keeps both scales finite when every value is zero (or nearly).
-        bound = (ordered.abs().amax() * n).clamp_min(2.0**-900)
-        scale = torch.exp2(bits - torch.ceil(torch.log2(bound)))  # on the device: no sync
-        high = torch.round(ordered * scale)
-        fine = scale * 2.0 ** (bits - math.ceil(math.log2(max(n, 2))))
-        low = torch.round((ordered - high / scale) * fine)
-        words = torch.cat((high, low), 1).T.contiguous().long().reshape(-1)  # [2k * n]
-        prefix = torch.nn.functional.pad(torch.cumsum(words, 0), (1, 0))
-        stretch = torch.arange(2 * k, device=ordered.device)[:, None] * n
-        sums = (prefix[stretch + self.ends] - prefix[stretch + self.starts]).double()
-        return (sums[:k] / scale + sums[k:] / fine).T  # [count, k]
+        return fixed_point_sums(ordered.double(), self.starts, self.ends)
 
 
 def flat_rows(index: torch.Tensor, k: int) -> torch.Tensor:

@@ -80,6 +80,7 @@ EXPECTED_UTILISATION = 0.6
 # each piece keeps the one whose bounding box is smallest. Ragged diagonal pieces fill their
 # boxes far better turned.
 ORIENTATIONS = 12
+ORIENT_BATCH = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -171,11 +172,17 @@ def _oriented(corners: torch.Tensor, piece: torch.Tensor, count: int) -> torch.T
     angles = angles * (math.pi / 2 / ORIENTATIONS)
     cos, sin = torch.cos(angles), torch.sin(angles)
     rotation = torch.stack((torch.stack((cos, -sin), 1), torch.stack((sin, cos), 1)), 1)
+    # The turns' boxes in batches of up to ORIENT_BATCH faces in all, one set of scatters a
+    # batch: small meshes (launch-bound) take all turns at once, large ones one at a time.
+    batch = max(1, ORIENT_BATCH // max(len(piece), 1))
     areas = []
-    for turn in rotation:  # [2, 2]
-        lo, hi = _boxes(corners @ turn.T, piece, count)
-        areas.append((hi - lo).prod(1))
-    best = torch.argmin(torch.stack(areas, 1), dim=1)  # [count], first of equals
+    for first in range(0, ORIENTATIONS, batch):
+        turns = rotation[first : first + batch]
+        turned = torch.cat([corners @ turn.T for turn in turns])  # [T * F, 3, 2]
+        shift = torch.arange(len(turns), device=piece.device)[:, None] * count
+        lo, hi = _boxes(turned, (piece + shift).reshape(-1), len(turns) * count)
+        areas.append((hi - lo).prod(1).reshape(len(turns), count))
+    best = torch.argmin(torch.cat(areas).T.contiguous(), dim=1)  # [count], first of equals
     return torch.einsum("fck,fjk->fcj", corners, rotation[best[piece]])
 
 

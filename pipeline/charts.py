@@ -169,24 +169,25 @@ def _dissolve_small(
     score: torch.Tensor, label: torch.Tensor, chart: torch.Tensor, a: torch.Tensor, b: torch.Tensor
 ) -> tuple[torch.Tensor, bool]:
     """Move the faces of small charts to the best-facing label among their other neighbours."""
+    if len(a) == 0:
+        return label, False
     small = torch.bincount(chart, minlength=len(chart))[chart] < SMALL_CHART_FACES
     across = chart[a] != chart[b]
-    from_a, from_b = across & small[a], across & small[b]
-    face = torch.cat((a[from_a], b[from_b]))
-    other = torch.cat((label[b[from_a]], label[a[from_b]]))
-    if len(face) == 0:
-        return label, False
-    cos = score[face, other]
+    # Candidates in a fixed order (every edge from a's side, then from b's), masked rather
+    # than compacted, so nothing waits on the device for a count.
+    face, other = torch.cat((a, b)), torch.cat((label[b], label[a]))
+    valid = torch.cat((across & small[a], across & small[b]))
+    cos = torch.where(valid, score[face, other], -math.inf)
     # Per face, the candidate with the best cosine; ties to the first candidate in order.
-    order = torch.argsort(-cos, stable=True)
-    order = order[torch.argsort(face[order], stable=True)]
-    face, other = face[order], other[order]
-    first = torch.ones_like(face, dtype=torch.bool)
-    first[1:] = face[1:] != face[:-1]
-    chosen_face, chosen_label = face[first], other[first]
-    allowed = score[chosen_face, chosen_label] >= SMOOTH_MIN_COS
-    new_label = label.clone()
-    new_label[chosen_face[allowed]] = chosen_label[allowed]
+    best = torch.full_like(score[:, 0], -math.inf).scatter_reduce(0, face, cos, "amax")
+    none = len(face)
+    position = torch.arange(none, device=face.device)
+    position = torch.where(valid & (cos == best[face]), position, none)
+    first = torch.full_like(label, none).scatter_reduce(0, face, position, "amin")
+    chosen = torch.where(first < none, other[first.clamp_max(none - 1)], label)
+    every = torch.arange(len(label), device=label.device)
+    allowed = (first < none) & (score[every, chosen] >= SMOOTH_MIN_COS)
+    new_label = torch.where(allowed, chosen, label)
     return new_label, bool(allowed.any())
 
 

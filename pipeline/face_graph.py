@@ -6,7 +6,9 @@
   1982): every edge hooks the larger of its two roots under the smaller (an integer
   `scatter_reduce` amin, order-free), then each label jumps to its label's label until
   stable; O(log n) rounds, each a few kernels and one host check. The label of a component
-  is its smallest member, so the result depends only on the graph.
+  is its smallest member, so the result depends only on the graph. On CUDA, graphs up to
+  ONE_PROGRAM_MAX_EDGES edges run the same rule in one Triton program instead
+  (kernels/components.py: one launch, no host checks); on the CPU, scipy's union-find.
 - `SegmentSums`, `group_sums`: float sums per group, exact and order-free: the values in
   fixed point (two int64 words) through one integer prefix sum over the elements sorted by
   group. `index_add_` would use floating-point atomics on CUDA, and torch documents a float
@@ -21,6 +23,7 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import connected_components
 
+from kernels.components import components_one_program, triton_available
 from kernels.segment_sums import fixed_point_sums
 
 __all__ = [
@@ -37,6 +40,11 @@ __all__ = [
 
 # Rounds of hooking before giving up; log2 of any face count we see is far below.
 MAX_ROUNDS = 64
+# Graphs on CUDA up to this many edges take one Triton program (kernels/components.py), which
+# works through them a block at a time; larger ones the hooking's parallel rounds. H200, paths
+# in random order: one program 0.17 ms against 1.53 at 4k edges, 0.55 / 1.93 at 16k, even at
+# 65k (2.09 / 2.24), 9.1 / 2.6 at 261k (perf/RESULTS.md).
+ONE_PROGRAM_MAX_EDGES = 1 << 15
 
 
 def edge_pairs(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,6 +72,8 @@ def components(n: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.arange(n, device=a.device)
     if a.device.type == "cpu":  # scipy's union-find is faster on the host; same labels
         return components_scipy(n, a, b)
+    if len(a) <= ONE_PROGRAM_MAX_EDGES and triton_available():  # one launch, no host checks
+        return components_one_program(n, a, b)
     return components_hooking(n, a, b)
 
 

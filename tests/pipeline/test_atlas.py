@@ -448,3 +448,30 @@ def test_the_raster_layout_reads_only_the_outline_faces_to_the_same_layout(
     every_face = chart_atlas(mesh.positions, mesh.faces, 256, 2)
     assert torch.equal(outline_only.corner_uvs, every_face.corner_uvs)
     assert outline_only.stats["utilisation"] > 0.5
+
+
+@pytest.mark.parametrize("batch", [1, 5, 1 << 20])
+def test_each_piece_turns_to_its_smallest_box(batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batched or one turn at a time, every piece keeps the first of ORIENTATIONS turns whose
+    box is smallest (checked per piece in numpy), turned rigidly; the same bits either way."""
+    rng = np.random.default_rng(3)
+    count, faces = 40, 300
+    piece = torch.from_numpy(np.sort(rng.integers(0, count, faces)))
+    piece[:count] = torch.arange(count)  # every piece has a face
+    piece = torch.sort(piece).values
+    corners = torch.from_numpy(rng.normal(size=(faces, 3, 2)) * [3.0, 1.0])
+    monkeypatch.setattr(atlas_module, "ORIENT_BATCH", batch * faces)
+    turned = atlas_module._oriented(corners, piece, count)
+    monkeypatch.setattr(atlas_module, "ORIENT_BATCH", faces)  # one turn per batch
+    assert torch.equal(turned, atlas_module._oriented(corners, piece, count))
+    angles = np.arange(atlas_module.ORIENTATIONS) * (np.pi / 2 / atlas_module.ORIENTATIONS)
+    for p in range(count):
+        points = corners[piece == p].reshape(-1, 2).numpy()
+        areas = []
+        for angle in angles:
+            c, s = np.cos(angle), np.sin(angle)
+            spun = points @ np.array([[c, -s], [s, c]]).T
+            areas.append(np.prod(spun.max(0) - spun.min(0)))
+        c, s = np.cos(angles[np.argmin(areas)]), np.sin(angles[np.argmin(areas)])
+        expected = points @ np.array([[c, -s], [s, c]]).T
+        np.testing.assert_allclose(turned[piece == p].reshape(-1, 2).numpy(), expected, atol=1e-12)

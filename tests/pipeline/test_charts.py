@@ -462,3 +462,50 @@ def test_pieces_refine_charts_and_are_numbered_by_first_face() -> None:
     first = np.array([np.nonzero(piece == p)[0][0] for p in range(count)])
     assert (np.diff(first) > 0).all()
     assert all(len(np.unique(chart[piece == p])) == 1 for p in range(count))
+
+
+def dissolve_reference(score, label, chart, a, b):  # type: ignore[no-untyped-def]
+    """The small-chart move one face at a time, from the rule: each face of a chart under
+    SMALL_CHART_FACES faces takes, of the labels across its edges to other charts (edges from
+    a's side first, then from b's, each in order), the first with the best cosine, where that
+    cosine reaches SMOOTH_MIN_COS."""
+    score, label, chart, a, b = (x.numpy() for x in (score, label, chart, a, b))
+    small = np.bincount(chart, minlength=len(chart))[chart] < charts_module.SMALL_CHART_FACES
+    candidates: dict[int, list[int]] = {}
+    for face, other in [(a, b), (b, a)]:
+        for f, o in zip(face, other, strict=True):
+            if chart[f] != chart[o] and small[f]:
+                candidates.setdefault(int(f), []).append(int(label[o]))
+    new = label.copy()
+    for f, labels in candidates.items():
+        best = labels[0]
+        for candidate in labels[1:]:
+            if score[f, candidate] > score[f, best]:
+                best = candidate
+        if score[f, best] >= SMOOTH_MIN_COS:
+            new[f] = best
+    return torch.from_numpy(new), any(new != label)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_small_charts_dissolve_as_the_rule_says(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    F, E = 300, 700
+    a = torch.from_numpy(rng.integers(0, F, E))
+    b = torch.from_numpy(rng.integers(0, F, E))
+    # Cosines on a coarse grid, so equal best candidates (ties) are common.
+    score = torch.from_numpy(rng.integers(-4, 5, (F, len(DIRECTIONS))) / 4.0).float()
+    label = torch.from_numpy(rng.integers(0, len(DIRECTIONS), F))
+    chart = torch.from_numpy(rng.integers(0, 40 if seed % 2 else 12, F))
+    new, moved = charts_module._dissolve_small(score, label, chart, a, b)
+    expected, expected_moved = dissolve_reference(score, label, chart, a, b)
+    assert torch.equal(new, expected) and moved == expected_moved
+    if seed % 2:  # 40 charts over 300 faces: every chart small, so some faces move
+        assert moved
+
+
+def test_dissolving_with_no_edges_moves_nothing() -> None:
+    none = torch.zeros(0, dtype=torch.int64)
+    label = torch.tensor([0, 1, 2])
+    new, moved = charts_module._dissolve_small(torch.ones(3, 6), label, label, none, none)
+    assert torch.equal(new, label) and not moved

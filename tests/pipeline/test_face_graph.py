@@ -10,6 +10,7 @@ import torch
 import trimesh
 
 from pipeline.face_graph import (
+    ONE_PROGRAM_MAX_EDGES,
     components,
     components_hooking,
     components_scipy,
@@ -124,5 +125,10 @@ def test_hooking_components_on_cuda_equal_scipys() -> None:
     chain = np.stack([order[:-1], order[1:]], 1)[rng.random(n - 1) < 0.999]
     edges = torch.from_numpy(chain)
     a, b = edges[:, 0].contiguous(), edges[:, 1].contiguous()
+    assert len(a) > ONE_PROGRAM_MAX_EDGES  # the hooking's rounds
     on_gpu = components(n, a.cuda(), b.cuda()).cpu()
     assert torch.equal(on_gpu, components_scipy(n, a, b))
+    few = slice(0, ONE_PROGRAM_MAX_EDGES)  # small graphs: the one-program kernel, same labels
+    assert torch.equal(
+        components(n, a[few].cuda(), b[few].cuda()).cpu(), components_scipy(n, a[few], b[few])
+    )

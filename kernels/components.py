@@ -11,8 +11,12 @@ microseconds of work each. A round:
 - hooking: for every edge whose ends' labels differ, the larger label's entry takes the
   smaller (integer `atomic_min`); the labels read may be a round old, which is harmless:
   every label stays a node of its component, at most the node itself;
-- jumping: every node follows its labels to a root (a node that is its own label) and keeps
-  it.
+- jumping: passes over the nodes, each replacing every label by its label's label (pointer
+  doubling: the chains halve each pass, and a block's stores serve the blocks after it in
+  the same pass), until a pass changes nothing: every label is then a root, a node that is
+  its own label. Following each node's links one at a time instead took one step per link
+  on a path numbered in order (a numpy count of block steps, 32,768-node path: 32,799 steps,
+  against 240 for the passes).
 The loop ends after a round with no edge across two labels. Then every edge joins equal
 labels and every label is a root, so each component carries one label r, with label[r] = r;
 its smallest node m has label[m] <= m within the component, so m = r.
@@ -91,14 +95,16 @@ if triton is not None:
                 across += tl.sum(differ.to(tl.int32), axis=0)
             tl.debug_barrier()
             if across > 0:
-                for start in range(0, n, BLOCK):  # jumping
-                    node = start + step
-                    inside = node < n
-                    now = _label_of(label_ptr, node, inside)
-                    up = _label_of(label_ptr, now, inside)
-                    while tl.sum((up != now).to(tl.int32), axis=0) > 0:
-                        now = up
+                jumping = 1
+                while jumping > 0:  # passes of pointer doubling until every label is a root
+                    jumping = 0
+                    for start in range(0, n, BLOCK):
+                        node = start + step
+                        inside = node < n
+                        now = _label_of(label_ptr, node, inside)
                         up = _label_of(label_ptr, now, inside)
-                    tl.store(label_ptr + node, now, mask=inside)
-                tl.debug_barrier()
+                        changed = inside & (up != now)
+                        tl.store(label_ptr + node, up, mask=changed)
+                        jumping += tl.sum(changed.to(tl.int32), axis=0)
+                    tl.debug_barrier()
             unsettled = across

@@ -50,6 +50,15 @@ def test_long_paths_in_random_order(triton_device: str, n: int) -> None:
     check(n, *mesh_like(n, n), triton_device)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_paths_numbered_in_order(triton_device: str, reverse: bool) -> None:
+    # Every hook lands one node below: the longest chains the jumping meets.
+    a, b = torch.arange(0, 4999), torch.arange(1, 5000)
+    keep = torch.arange(4999) % 1000 != 999  # five paths of 1000 nodes
+    a, b = (b[keep], a[keep]) if reverse else (a[keep], b[keep])
+    check(5000, a, b, triton_device)
+
+
 def test_one_chain_through_every_node_is_one_component(triton_device: str) -> None:
     order = torch.randperm(5000, generator=torch.Generator().manual_seed(4))
     labels = components_one_program(5000, order[:-1].to(triton_device), order[1:].to(triton_device))

@@ -1,12 +1,14 @@
-"""The one-program components kernel compiles for the GPU machine's architecture (sm_90) on any
-machine with Triton. The interpreter runs kernels without compiling them, so a construct the
-compiler rejects would otherwise first fail on the GPU (a form of this kernel's jumping that
-stored inside a `while` loop crashed the layout pass of Triton 3.4 and 3.6, the production
-image's and the GPU machine's, while passing every interpreted test). This checks the Triton
-installed here."""
+"""Every top-level Triton kernel in kernels/ compiles for the GPU machine's architecture (sm_90)
+on any machine with Triton, with the argument types and constexprs its launch site passes. The
+interpreter runs kernels without compiling them, so a construct the compiler rejects would
+otherwise first fail on the GPU (a form of the components kernel's jumping that stored inside a
+`while` loop crashed the layout pass of Triton 3.4 and 3.6, the production image's and the GPU
+machine's, while passing every interpreted test). This checks the Triton installed here; run
+`tests/kernels/compile_kernels.py` by hand for another (its docstring says how)."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import subprocess
@@ -15,31 +17,61 @@ from pathlib import Path
 
 import pytest
 
-COMPILE = """
-from triton import compile
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-import kernels.components as K
-signature = {"label_ptr": "*i64", "a_ptr": "*i64", "b_ptr": "*i64", "n": "i64", "m": "i64",
-             "BLOCK": "constexpr"}
-source = ASTSource(fn=K._components_kernel, signature=signature, constexprs={"BLOCK": K.BLOCK})
-kernel = compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": K.NUM_WARPS})
-ptx = kernel.asm["ptx"]
-print(len(kernel.asm["cubin"]), ptx.count("atom.global"), ptx.count("ld.global.cg"),
-      ptx.count("bar.sync"))
-"""
+from tests.kernels.compile_kernels import KERNELS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _launched_kernels() -> set[str]:
+    """ "module.name" of each @triton.jit function in kernels/*.py that its module launches
+    with a grid (`name[grid](...)`): the top-level kernels, not the helpers they call."""
+    found = set()
+    for path in sorted((ROOT / "kernels").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        jitted = {
+            node.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef)
+            and any(ast.unparse(d).startswith("triton.jit") for d in node.decorator_list)
+        }
+        launched = {
+            node.func.value.id
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Subscript)
+            and isinstance(node.func.value, ast.Name)
+        }
+        found |= {f"{path.stem}.{name}" for name in jitted & launched}
+    return found
+
+
+def test_the_compile_check_covers_every_launched_kernel() -> None:
+    """A kernel added to kernels/ without an entry in the compile check fails here."""
+    assert {f"{k.module}.{k.name}" for k in KERNELS} == _launched_kernels()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
-def test_the_components_kernel_compiles_for_sm90() -> None:
-    root = Path(__file__).resolve().parents[2]
+def test_every_kernel_compiles_for_sm90() -> None:
+    """One process compiles them all; one line a kernel, "label OK bytes" or "label FAIL why".
+    The components kernel's PTX must also hold the hooking's integer atomics, the labels' loads
+    past L1 (`ld.global.cg`) and the phases' barriers, or the check reports it failed."""
     # Compiled natively, not interpreted: the interpreter's kernels cannot be compiled.
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     done = subprocess.run(
-        [sys.executable, "-c", COMPILE], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "tests.kernels.compile_kernels"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    cubin, atomics, bypassing_loads, barriers = map(int, done.stdout.split()[-4:])
-    # A binary, the hooking's integer atomics, the labels read past L1, the phases' barriers.
-    assert cubin > 0 and atomics > 0 and bypassing_loads > 0 and barriers > 0
+    results = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+    failed = [
+        f"{k.label} {results.get(k.label, 'did not run')}"
+        for k in KERNELS
+        if not results.get(k.label, "").startswith("OK")
+    ]
+    assert done.returncode == 0 and not failed, "\n".join(
+        [f"exit {done.returncode}", *failed, done.stderr[-3000:]]
+    )

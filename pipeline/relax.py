@@ -78,21 +78,11 @@ def _signed_areas(corners: torch.Tensor) -> torch.Tensor:
 
 def _rotations(jacobian: torch.Tensor) -> torch.Tensor:
     """[F, 2, 2] (maps local -> plane, as J[:, i, j] = d plane_j / d local_i) -> the closest
-    rotations in the same convention: the turn by the angle of (a + d, b - c), its cosine and
-    sine that vector over its length (the identity where it is zero).
-
-    No trigonometric functions: on the CPU, torch computes cos and sin through MKL's vector
-    maths in blocks of 2048 on its worker threads, and in some processes the first call's
-    second block came back ~1e-9 off (CesiumMilkTruck's atlas took another layout in about
-    one process in fifteen on this 2-core CI machine); a square root and divisions are
-    exactly rounded everywhere."""
+    rotations in the same convention."""
     a, b = jacobian[:, 0, 0], jacobian[:, 0, 1]
     c, d = jacobian[:, 1, 0], jacobian[:, 1, 1]
-    x, y = a + d, b - c
-    length = torch.sqrt(x * x + y * y)
-    turned = length > 0
-    length = torch.where(turned, length, 1.0)
-    cos, sin = torch.where(turned, x / length, 1.0), torch.where(turned, y / length, 0.0)
+    angle = torch.atan2(b - c, a + d)
+    cos, sin = torch.cos(angle), torch.sin(angle)
     return torch.stack((torch.stack((cos, sin), 1), torch.stack((-sin, cos), 1)), 1)
 
 

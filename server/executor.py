@@ -49,6 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pipeline.cpu_threads import warm_up_worker_threads
 from pipeline.errors import GenerationFailed, ServerBusy, ServiceError
 from server.errors import ClientGone, ServiceUnavailable
 
@@ -157,9 +158,12 @@ class Executor:
         self._retry_after_s = retry_after_s
         self._deadline_s = deadline_s
         self._fallback_margin_s = fallback_margin_s
-        self._cpu_pool = ThreadPoolExecutor(cpu_workers, thread_name_prefix="prepare")
-        self._gpu_pool = ThreadPoolExecutor(1, thread_name_prefix="gpu-worker")
-        self._fallback_pool = ThreadPoolExecutor(1, thread_name_prefix="fallback")
+        # Each thread's torch CPU maths runs on a worker pool of its own, whose first vector-maths
+        # call may come back wrong (pipeline/cpu_threads.py): a throwaway one when it starts.
+        warm = warm_up_worker_threads
+        self._cpu_pool = ThreadPoolExecutor(cpu_workers, "prepare", initializer=warm)
+        self._gpu_pool = ThreadPoolExecutor(1, "gpu-worker", initializer=warm)
+        self._fallback_pool = ThreadPoolExecutor(1, "fallback", initializer=warm)
         self._waiting: deque[_Job] = deque()
         self._current: _Job | None = None
         self._last: JobTimings | None = None

@@ -45,6 +45,22 @@ async def test_generate_runs_one_at_a_time_on_one_thread(start_executor):
     assert all(prev_end <= start for (_, prev_end), (start, _) in itertools.pairwise(spans))
 
 
+async def test_every_worker_thread_warms_torch_maths_before_its_work(start_executor, monkeypatch):
+    # Each thread's torch CPU maths has worker threads of its own whose first vector-maths call
+    # may come back wrong (pipeline/cpu_threads.py): every executor thread makes a throwaway
+    # call before it loads, prepares or generates anything.
+    warmed: list[int] = []
+    monkeypatch.setattr(
+        "server.executor.warm_up_worker_threads", lambda: warmed.append(threading.get_ident())
+    )
+    fake = FakePipeline()
+    executor = await start_executor(fake, queue_size=8)
+    await asyncio.wait_for(asyncio.gather(*(executor.run(png(bytes([i])), i) for i in range(4))), 5)
+    worked = {call.thread for call in fake.calls}
+    assert worked and worked <= set(warmed)
+    assert len(warmed) == len(set(warmed))  # once per thread
+
+
 async def test_jobs_generate_in_arrival_order(start_executor):
     # Later jobs prepare faster: an executor that ran whoever was ready first would reorder.
     fake = FakePipeline(gated=("generate",), prepare_s={A: 0.0, B: 0.15, C: 0.05, D: 0.0})

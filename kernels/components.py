@@ -37,7 +37,7 @@ try:
 except ImportError:  # CPU-only installs: the callers use the torch twin
     triton = None
 
-__all__ = ["components_one_program", "triton_available"]
+__all__ = ["components_one_program"]
 
 # Edges or nodes per step of the program's loops; 16 warps hold 4 each per thread.
 BLOCK, NUM_WARPS = 2048, 16
@@ -52,10 +52,6 @@ def _check(n: int, a: torch.Tensor, b: torch.Tensor) -> None:
         raise ValueError(f"a and b must be int64, got {a.dtype} and {b.dtype}")
     if a.device != b.device:
         raise ValueError("a and b must be on one device")
-
-
-def triton_available() -> bool:
-    return triton is not None
 
 
 def components_one_program(n: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ try:
 except ImportError:  # CPU-only installs: the reference still imports
     triton = None
 
-__all__ = ["first_fit", "first_fit_reference", "triton_available"]
+__all__ = ["first_fit", "first_fit_reference"]
 
 # Triton: candidate rows per step of the search, 4 x 512 cells, 8 a lane of 8 warps: the
 # fastest of 4, 8, 16 and 32 rows with 4, 8 or 16 warps on prompts 0, 1, 18 and 1M synthetic
@@ -228,7 +228,3 @@ def first_fit(
         lo.cpu().numpy(), hi.cpu().numpy(), row_start.cpu().numpy(), width.cpu().numpy(), grid
     )
     return torch.from_numpy(placed).to(width.device)
-
-
-def triton_available() -> bool:
-    return triton is not None

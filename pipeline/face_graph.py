@@ -23,7 +23,8 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import connected_components
 
-from kernels.components import components_one_program, triton_available
+from kernels import triton_available
+from kernels.components import components_one_program
 from kernels.segment_sums import fixed_point_sums
 
 __all__ = [

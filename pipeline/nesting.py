@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kernels.first_fit import triton_available
+from kernels import triton_available
 from pipeline.packing import Packing, box_sizes, first_fit_shelves, texel_corners
 from pipeline.raster_layout import raster_layout
 

@@ -1,6 +1,6 @@
 """segment_sums: exact float64 sums over contiguous segments, the same bits on every run.
 
-`fixed_point_sums(ordered, starts, ends, bits)` -> [count, k] float64: the sums of rows
+`fixed_point_sums(ordered, starts, ends)` -> [count, k] float64: the sums of rows
 starts[g] .. ends[g] - 1 of ordered [n, k], for every segment g. The values are scaled to
 fixed point, 2^bits over a bound on any total (max |value| * n, its base-2 exponent taken
 exactly from the float's bits), what that rounds away scaled again as finer words; both words
@@ -83,7 +83,7 @@ def fixed_point_sums(
 
 
 def _scale_torch(peak: torch.Tensor, n: int, bits: int) -> torch.Tensor:
-    """2^(bits - ceil(log2(max(peak * n, SMALLEST_BOUND)))) as a 0-d float64 tensor."""
+    """2^(bits - ceil(log2(max(peak * n, 2^-SMALLEST_EXPONENT)))) as a 0-d float64 tensor."""
     bound = (peak * n).clamp_min(2.0**-SMALLEST_EXPONENT)
     mantissa, exponent = torch.frexp(bound)  # bound = mantissa * 2^exponent, mantissa in [1/2, 1)
     ceiling = exponent.long() - (mantissa == 0.5).long()

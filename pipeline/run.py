@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kernels import triton_available, triton_status
 from pipeline.atlas import unwrap
 from pipeline.bake import bake
 from pipeline.decode import decode_image
@@ -38,7 +39,14 @@ from pipeline.profiling import mark
 from pipeline.settings import PipelineSettings
 from pipeline.types import GlbParts, PreparedImage, RawAsset
 
-__all__ = ["Generation", "GenerationAbandoned", "Pipeline", "StagedImage", "resolve_device"]
+__all__ = [
+    "Generation",
+    "GenerationAbandoned",
+    "Pipeline",
+    "StagedImage",
+    "kernel_backend",
+    "resolve_device",
+]
 
 log = logging.getLogger("pipeline")
 
@@ -56,6 +64,21 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("DEVICE=cuda but torch sees no CUDA device")
     return torch.device(name)
+
+
+def kernel_backend(device: torch.device) -> tuple[str, bool]:
+    """What runs the hot ops on `device` -> (description, whether that is a degraded path).
+
+    On CUDA without Triton every kernel's torch twin runs instead: the same kind of result,
+    but slower, other bytes, and the atlas lays pieces out by their boxes (the raster layout
+    is Triton's), so its textures get fewer texels. That is worth a warning; off CUDA the
+    torch paths are the design.
+    """
+    if device.type != "cuda":
+        return f"torch on {device.type}", False
+    if triton_available():
+        return triton_status(), False
+    return f"torch on cuda: {triton_status()}", True
 
 
 @dataclass(frozen=True)
@@ -110,7 +133,7 @@ class Pipeline:
     def describe(self) -> dict[str, str]:
         name = self.generator.name if self.generator else self.settings.generator
         device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
-        described = {"generator": name, "device": device}
+        described = {"generator": name, "device": device, "kernels": kernel_backend(self.device)[0]}
         if self.generator is not None:
             matting = self.matting.name if self.matting else "classical"
             fallback = f"{FALLBACK_NAME} on the CPU" if self._fallback else "none"
@@ -130,6 +153,11 @@ class Pipeline:
         log.info("matting: %s (%s)", self.matting.name, matting_reason)
         if self.device.type == "cuda":
             self._side_stream = torch.cuda.Stream(self.device)
+        kernels, degraded = kernel_backend(self.device)
+        if degraded:
+            log.warning("kernels: %s; slower, and the atlas packs pieces by their boxes", kernels)
+        else:
+            log.info("kernels: %s", kernels)
         log.info("pipeline loaded: generator=%s device=%s", self.generator.name, self.device)
 
     def prepare(self, data: bytes) -> PreparedImage:

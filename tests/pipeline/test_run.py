@@ -24,6 +24,7 @@ from pipeline.run import (
     GenerationAbandoned,
     Pipeline,
     StagedImage,
+    kernel_backend,
     resolve_device,
     warm_up_image,
 )
@@ -170,12 +171,33 @@ def test_describe_and_devices(pipeline: Pipeline) -> None:
     assert (described["fallback"], described["matting"]) == ("none", "classical")
     assert described["generator_selection"] == "GENERATOR=inflate"
     assert described["matting_selection"] == "MATTING=classical"
+    assert described["kernels"] == "torch on cpu"
     assert not pipeline.has_fallback
     assert resolve_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
         assert resolve_device("auto") == torch.device("cpu")
         with pytest.raises(RuntimeError, match="CUDA"):
             resolve_device("cuda")
+
+
+def test_kernel_backend_names_triton_or_why_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kernels
+
+    cuda = torch.device("cuda")  # a device object only: nothing runs on it
+    assert kernel_backend(torch.device("cpu")) == ("torch on cpu", False)
+    kernels.triton_status.cache_clear()
+    try:
+        triton = pytest.importorskip("triton")
+        assert kernel_backend(cuda) == (f"triton {triton.__version__}", False)
+        kernels.triton_status.cache_clear()
+        monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` raises ImportError
+        described, degraded = kernel_backend(cuda)
+        assert degraded and described.startswith("torch on cuda: Triton did not import (")
+        assert not kernels.triton_available()
+    finally:
+        monkeypatch.undo()
+        kernels.triton_status.cache_clear()
+    assert kernels.triton_available()
 
 
 # --- the command line ---------------------------------------------------------------------------

@@ -178,7 +178,7 @@ def _oriented(corners: torch.Tensor, piece: torch.Tensor, count: int) -> torch.T
     areas = []
     for first in range(0, ORIENTATIONS, batch):
         turns = rotation[first : first + batch]
-        turned = torch.cat([corners @ turn.T for turn in turns])  # [T * F, 3, 2]
+        turned = (corners[None] @ turns.transpose(1, 2)[:, None]).reshape(-1, 3, 2)  # [T * F]
         shift = torch.arange(len(turns), device=piece.device)[:, None] * count
         lo, hi = _boxes(turned, (piece + shift).reshape(-1), len(turns) * count)
         areas.append((hi - lo).prod(1).reshape(len(turns), count))

@@ -24,6 +24,7 @@ Everything runs on the mesh's device, deterministic (integer atomics and stable 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -128,8 +129,9 @@ def segment_charts(
         move = (best > own) & (best >= 2) & (score[every, favourite] >= SMOOTH_MIN_COS)
         label = torch.where(move, favourite, label)
     chart = components(F, *_joined(a, b, label))
+    candidates = _Candidates(a, b)
     for _ in range(MERGE_ROUNDS):
-        label, moved = _dissolve_small(score, label, chart, a, b)
+        label, moved = _dissolve_small(score, label, chart, candidates)
         if not moved:
             break
         chart = components(F, *_joined(a, b, label))
@@ -161,32 +163,49 @@ def _smoothed_labels(
 
 
 def _joined(a: torch.Tensor, b: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    same = label[a] == label[b]
-    return a[same], b[same]
+    """The edges (a, b) whose faces share a label; the others as loops (b, b), which join
+    nothing: masked rather than compacted, so nothing waits on the device for a count."""
+    return torch.where(label[a] == label[b], a, b), b
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """Every edge from a's side, then from b's: the labels a small chart's face may take, in
+    a fixed order (masked rather than compacted, so nothing waits on the device for a count).
+    """
+
+    a: torch.Tensor
+    b: torch.Tensor
+
+    @functools.cached_property
+    def face(self) -> torch.Tensor:
+        return torch.cat((self.a, self.b))
+
+    @functools.cached_property
+    def position(self) -> torch.Tensor:
+        return torch.arange(len(self.face), device=self.face.device)
 
 
 def _dissolve_small(
-    score: torch.Tensor, label: torch.Tensor, chart: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+    score: torch.Tensor, label: torch.Tensor, chart: torch.Tensor, candidates: _Candidates
 ) -> tuple[torch.Tensor, bool]:
     """Move the faces of small charts to the best-facing label among their other neighbours."""
+    a, b = candidates.a, candidates.b
     if len(a) == 0:
         return label, False
     small = torch.bincount(chart, minlength=len(chart))[chart] < SMALL_CHART_FACES
     across = chart[a] != chart[b]
-    # Candidates in a fixed order (every edge from a's side, then from b's), masked rather
-    # than compacted, so nothing waits on the device for a count.
-    face, other = torch.cat((a, b)), torch.cat((label[b], label[a]))
+    face, other = candidates.face, torch.cat((label[b], label[a]))
     valid = torch.cat((across & small[a], across & small[b]))
     cos = torch.where(valid, score[face, other], -math.inf)
     # Per face, the candidate with the best cosine; ties to the first candidate in order.
     best = torch.full_like(score[:, 0], -math.inf).scatter_reduce(0, face, cos, "amax")
     none = len(face)
-    position = torch.arange(none, device=face.device)
-    position = torch.where(valid & (cos == best[face]), position, none)
+    position = torch.where(valid & (cos == best[face]), candidates.position, none)
     first = torch.full_like(label, none).scatter_reduce(0, face, position, "amin")
-    chosen = torch.where(first < none, other[first.clamp_max(none - 1)], label)
-    every = torch.arange(len(label), device=label.device)
-    allowed = (first < none) & (score[every, chosen] >= SMOOTH_MIN_COS)
+    found = first < none
+    chosen = torch.where(found, other[first.clamp_max(none - 1)], label)
+    allowed = found & (score.gather(1, chosen[:, None])[:, 0] >= SMOOTH_MIN_COS)
     new_label = torch.where(allowed, chosen, label)
     return new_label, bool(allowed.any())
 
@@ -300,13 +319,22 @@ def pleated_faces(corners: torch.Tensor, faces: torch.Tensor, chart: torch.Tenso
     return flagged.reshape(F, 3).any(1)
 
 
-def _cell_keys(chart: torch.Tensor, centroid: torch.Tensor, cell: int | None) -> torch.Tensor:
-    """[F] int64 key of each face's (chart, cell); the chart alone where `cell` is None."""
-    if cell is None:
-        return chart
+# Tile keys: (level, chart, cell x, cell y) in one int64, the level on top, so one sort numbers
+# the nodes of every level at once (levels in order, each level's nodes in key order).
+LEVEL_SHIFT = 58
+MAX_TILED_FACES = 1 << 26  # chart ids stay below bit 58 - 32
+
+
+def _cell_keys(chart: torch.Tensor, centroid: torch.Tensor) -> torch.Tensor:
+    """[1 + len(TILE_LEVELS), F] int64 key of each face's node per level: its chart at level
+    0, then (chart, the TILE_LEVELS cell holding its centroid)."""
+    cells = torch.tensor(TILE_LEVELS, dtype=centroid.dtype, device=centroid.device)
     # Cells per chart axis stay far below 2^15 (charts span at most a few atlas widths).
-    grid = torch.floor(centroid / cell).long().clamp(-(1 << 15), (1 << 15) - 1) + (1 << 15)
-    return (chart << 32) | (grid[:, 0] << 16) | grid[:, 1]
+    grid = torch.floor(centroid / cells[:, None, None]).long()  # [levels - 1, F, 2]
+    grid = grid.clamp(-(1 << 15), (1 << 15) - 1) + (1 << 15)
+    level = torch.arange(1, len(TILE_LEVELS) + 1, device=chart.device)[:, None] << LEVEL_SHIFT
+    tiles = level | (chart << 32) | (grid[..., 0] << 16) | grid[..., 1]
+    return torch.cat((chart[None], tiles))
 
 
 def tile_charts(
@@ -320,37 +348,43 @@ def tile_charts(
     before). A node's cost is its bounding box grown by the gutter, in texels; bottom-up, a
     node is cut into its children when their cheapest cuts cost less than it does, and each
     face's piece is the first node from the top that is not cut: the cut of least total cost.
+    Every level's nodes are numbered, boxed and costed at once (one sort, one host read).
     """
     F = len(chart)
     if F == 0:
         return chart.clone()
+    if F >= MAX_TILED_FACES:
+        raise ValueError(f"tile_charts takes fewer than {MAX_TILED_FACES} faces, not {F}")
     texels = corners * texels_per_unit
     centroid = texels.mean(1)  # [F, 2]
     lo, hi = texels.amin(1), texels.amax(1)  # [F, 2]
-    node_of_face: list[torch.Tensor] = []  # per level [F] node ids
-    costs: list[torch.Tensor] = []  # per level [nodes] float64
-    for cell in (None, *TILE_LEVELS):
-        _, node = torch.unique(_cell_keys(chart, centroid, cell), return_inverse=True)
-        count = int(node.max()) + 1
-        index = node[:, None].expand(-1, 2)
-        box_lo = texels.new_full((count, 2), math.inf).scatter_reduce(0, index, lo, "amin")
-        box_hi = texels.new_full((count, 2), -math.inf).scatter_reduce(0, index, hi, "amax")
-        extent = (box_hi - box_lo).clamp_min(1.0) + gutter
-        node_of_face.append(node)
-        costs.append(extent[:, 0] * extent[:, 1])
+    levels = 1 + len(TILE_LEVELS)
+    keys, node = torch.unique(_cell_keys(chart, centroid), return_inverse=True)  # node [L, F]
+    first = torch.searchsorted(keys >> LEVEL_SHIFT, torch.arange(levels + 1, device=keys.device))
+    first = first.tolist()  # each level's first node; the one host read
+    index = node.reshape(-1, 1).expand(-1, 2)
+    box_lo = texels.new_full((len(keys), 2), math.inf).scatter_reduce(
+        0, index, lo.repeat(levels, 1), "amin"
+    )
+    box_hi = texels.new_full((len(keys), 2), -math.inf).scatter_reduce(
+        0, index, hi.repeat(levels, 1), "amax"
+    )
+    extent = (box_hi - box_lo).clamp_min(1.0) + gutter
+    cost = extent[:, 0] * extent[:, 1]  # [nodes]
+    parent = torch.empty(len(keys), dtype=torch.int64, device=chart.device)
+    parent[node[1:].reshape(-1)] = node[:-1].reshape(-1)  # every face agrees
     # Bottom-up: the least cost of each node's subtree and whether it is cut.
-    best = costs[-1]
-    cut = [torch.zeros(len(best), dtype=torch.bool, device=chart.device)]
-    for level in range(len(costs) - 2, -1, -1):
-        parent = torch.empty(len(best), dtype=torch.int64, device=chart.device)
-        parent[node_of_face[level + 1]] = node_of_face[level]  # every face agrees
-        children = group_sums(best, parent, len(costs[level]))
-        cut.insert(0, children < costs[level])
-        best = torch.minimum(children, costs[level])
-    piece = torch.full((F,), -1, dtype=torch.int64, device=chart.device)
-    offset = 0
-    for node, node_cut in zip(node_of_face, cut, strict=True):
-        here = (piece < 0) & ~node_cut[node]
-        piece = torch.where(here, offset + node, piece)
-        offset += len(node_cut)
+    cut = torch.zeros(len(keys), dtype=torch.bool, device=chart.device)
+    best = cost[first[-2] :]
+    for level in range(levels - 2, -1, -1):
+        here, below = slice(first[level], first[level + 1]), first[level + 1]
+        children = group_sums(
+            best, parent[below : below + len(best)] - first[level], here.stop - here.start
+        )
+        cut[here] = children < cost[here]
+        best = torch.minimum(children, cost[here])
+    # Each face's piece: its node at the first level from the top that is not cut.
+    kept = (~cut[node]).to(torch.uint8)  # [L, F]; the last level is never cut
+    top = torch.argmax(kept, dim=0)  # the first maximum: the first kept level
+    piece = node.gather(0, top[None])[0]
     return rank_by_first(piece)[0]

@@ -83,14 +83,16 @@ def _drop_windows(
     (updated in place) on the lattice and then the half-shifted lattice (or every shift of
     it, one after another) -> [count, 2] (x, y) cells, -1 where no window was free. Each
     free window takes the member of its rank among the free ones; a handful of kernels per
-    lattice and one transfer at the end (each host sync and small launch counts here: the
-    packing's trials drop hundreds of groups)."""
+    lattice, one transfer after the first lattice (which usually places them all: the other
+    lattices are then skipped, as they would take nothing) and one after the rest (each host
+    sync and small launch counts here: the packing's trials drop hundreds of groups)."""
     grid = len(taken)
     where = np.full((count, 2), -1, np.int64)
     if width > grid or height > grid or count == 0:
         return where
     remaining = torch.full((), count, dtype=torch.int64, device=taken.device)
     takes, lattices = [], []
+    flags = np.zeros(0, bool)
     for ox, oy in _shifts(width, height, every_shift):
         rows, columns = (grid - oy) // height, (grid - ox) // width
         if rows == 0 or columns == 0:
@@ -100,12 +102,19 @@ def _drop_windows(
         free = ~windows.any(dim=(1, 3)).reshape(-1)  # in row order
         take = free & (torch.cumsum(free, 0) <= remaining)
         windows |= take.view(rows, 1, columns, 1)
-        remaining = remaining - take.sum()
         takes.append(take)
         lattices.append((ox, oy, columns))
+        if len(takes) == 1:
+            flags = take.cpu().numpy()
+            if flags.sum() == count:
+                break
+            remaining = remaining - int(flags.sum())
+        else:
+            remaining = remaining - take.sum()
     if not takes:
         return where
-    flags = torch.cat(takes).cpu().numpy()
+    if len(takes) > 1:
+        flags = np.concatenate((flags, torch.cat(takes[1:]).cpu().numpy()))
     start = done = 0
     for (ox, oy, columns), take in zip(lattices, takes, strict=True):
         index = np.flatnonzero(flags[start : start + len(take)])

@@ -158,3 +158,44 @@ def test_raster_cells_wider_than_the_gutter_keep_it(raster_on_cpu, monkeypatch) 
     assert_gutters(texels, piece)
     monkeypatch.setattr(raster_layout, "MAX_GRID", SIZE // GUTTER)  # cells of the gutter
     assert not torch.equal(layout(corners, piece)[0], texels)  # laid on the finer grid
+
+
+def _drop_windows_reference(
+    taken: np.ndarray, count: int, width: int, height: int, every_shift: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The lattice rule window by window: each shift in turn, its free windows in row order
+    taken by the members still waiting -> (members' (x, y) cells or -1, taken after)."""
+    taken = taken.copy()
+    grid = len(taken)
+    where = np.full((count, 2), -1, np.int64)
+    done = 0
+    for ox, oy in nesting._shifts(width, height, every_shift):
+        for y in range(oy, grid - height + 1, height):
+            for x in range(ox, grid - width + 1, width):
+                if done < count and not taken[y : y + height, x : x + width].any():
+                    taken[y : y + height, x : x + width] = True
+                    where[done] = x, y
+                    done += 1
+    return where, taken
+
+
+@pytest.mark.parametrize("every_shift", [False, True])
+def test_window_drops_follow_the_lattice_rule(every_shift: bool) -> None:
+    # Counts that the first lattice holds (the later ones skipped) and counts that spill into
+    # the shifted lattices or find no room at all.
+    rng = np.random.default_rng(5)
+    spilled = 0
+    for trial in range(300):
+        grid = int(rng.integers(6, 20))
+        taken = rng.random((grid, grid)) < rng.choice([0.0, 0.2, 0.5])
+        width, height = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        count = int(rng.integers(1, 3 + grid * grid // (width * height)))
+        expected, expected_taken = _drop_windows_reference(taken, count, width, height, every_shift)
+        on_device = torch.from_numpy(taken.copy())
+        got = nesting._drop_windows(on_device, count, width, height, every_shift)
+        assert np.array_equal(got, expected), trial
+        assert np.array_equal(on_device.numpy(), expected_taken), trial
+        first = nesting._shifts(width, height, every_shift)[0]
+        placed = expected[:, 0] >= 0
+        spilled += bool(((expected[placed] - first) % (width, height)).any())
+    assert spilled >= 10  # the shifted lattices were exercised, not only the first

@@ -192,10 +192,12 @@ def _with_piece_neighbours(
     """[F] bool: the flagged faces and their edge neighbours in the same piece."""
     a, b = pairs
     same = piece[a] == piece[b]
-    grown = flagged.clone()
-    grown[a[same & flagged[b]]] = True
-    grown[b[same & flagged[a]]] = True
-    return grown
+    # Integer counts, not masked writes: nothing waits on the device for a count.
+    hits = torch.zeros(len(piece), dtype=torch.int32, device=piece.device)
+    hits = hits.index_add(0, a, (same & flagged[b]).int()).index_add(
+        0, b, (same & flagged[a]).int()
+    )
+    return flagged | (hits > 0)
 
 
 def _connected_groups(

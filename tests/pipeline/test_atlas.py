@@ -475,3 +475,22 @@ def test_each_piece_turns_to_its_smallest_box(batch: int, monkeypatch: pytest.Mo
         c, s = np.cos(angles[np.argmin(areas)]), np.sin(angles[np.argmin(areas)])
         expected = points @ np.array([[c, -s], [s, c]]).T
         np.testing.assert_allclose(turned[piece == p].reshape(-1, 2).numpy(), expected, atol=1e-12)
+
+
+def test_piece_neighbours_grow_flags_across_edges_within_a_piece() -> None:
+    rng = np.random.default_rng(11)
+    for trial in range(20):
+        F, E = int(rng.integers(1, 60)), int(rng.integers(0, 120))
+        a, b = rng.integers(0, F, E), rng.integers(0, F, E)
+        piece = rng.integers(0, 4, F)
+        flagged = rng.random(F) < 0.2
+        expected = flagged.copy()
+        for x, y in zip(a, b, strict=True):  # an edge inside a piece passes a flag both ways
+            if piece[x] == piece[y]:
+                expected[x] |= flagged[y]
+                expected[y] |= flagged[x]
+        pairs = (torch.from_numpy(a), torch.from_numpy(b))
+        grown = atlas_module._with_piece_neighbours(
+            pairs, torch.from_numpy(piece), torch.from_numpy(flagged)
+        )
+        assert np.array_equal(grown.numpy(), expected), trial

@@ -8,8 +8,8 @@ later call right: in 21 of 250 fresh processes under load (perf/RESULTS.md; late
 in 1 of 150 processes without this warm-up and in none of 150 with it). CPU layouts then
 differed between processes. `warm_up_worker_threads` makes that first call on throwaway
 values, on each worker thread of the calling thread's pool (each thread that runs torch CPU
-work has a pool of its own): the pipeline calls it when imported, the server in each of its
-worker threads.
+work has a pool of its own): the pipeline calls it when imported in a main process (its
+child processes run no torch maths), the server in each of its worker threads.
 """
 
 from __future__ import annotations

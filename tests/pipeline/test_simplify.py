@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,3 +114,25 @@ def test_inconsistent_winding_does_not_matter() -> None:
     _, out_plain = simplify(positions, faces, 2000)
     _, out_flipped = simplify(positions, flipped, 2000)
     assert abs(len(out_plain) - len(out_flipped)) <= BUDGET_SLACK * 2000
+
+
+# In a spawned child (as the slab workers are), importing the pipeline must not import torch:
+# the pool starts in a fraction of the time and each worker holds numpy alone.
+CHILD_IMPORTS = """
+import multiprocessing, sys
+from concurrent.futures import ProcessPoolExecutor
+check = "__import__('pipeline.simplify') and 'torch' in __import__('sys').modules"
+with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    in_child = pool.submit(eval, check).result()
+import pipeline.simplify
+print(in_child, "torch" in sys.modules)
+"""
+
+
+def test_slab_workers_start_without_torch() -> None:
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD_IMPORTS], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]  # torch in this process only (its warm-up)

@@ -106,9 +106,10 @@ def _drop_windows(
         lattices.append((ox, oy, columns))
         if len(takes) == 1:
             flags = take.cpu().numpy()
-            if flags.sum() == count:
+            placed = int(flags.sum())
+            if placed == count:
                 break
-            remaining = remaining - int(flags.sum())
+            remaining = remaining - placed
         else:
             remaining = remaining - take.sum()
     if not takes:

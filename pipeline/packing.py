@@ -18,6 +18,7 @@ lower boxes is filled by nested pieces.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -45,36 +46,43 @@ class Packing:
     transposed: np.ndarray  # [C] bool: the chart's (u, v) are swapped to lie flat
 
 
-def box_sizes(extents: np.ndarray, scale: float, gutter: int) -> tuple[np.ndarray, np.ndarray]:
-    """[C, 2] texel sizes (gutter included), flat side first, and the transposed flags."""
+def box_sizes(
+    extents: np.ndarray, scale: float | np.ndarray, gutter: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """[C, 2] texel sizes (gutter included), flat side first, and the [C] transposed flags;
+    with scales [S, 1, 1], [S, C, 2] and [S, C]."""
     sizes = np.maximum(np.ceil(extents * scale), 1).astype(np.int64) + gutter
-    transposed = sizes[:, 1] > sizes[:, 0]
-    return np.where(transposed[:, None], sizes[:, ::-1], sizes), transposed
+    transposed = sizes[..., 1] > sizes[..., 0]
+    return np.where(transposed[..., None], sizes[..., ::-1], sizes), transposed
 
 
 def shelves(sizes: np.ndarray, width: int, height: int) -> np.ndarray | None:
     """[C, 2] box origins, or None when the boxes do not fit."""
     order = np.lexsort((np.arange(len(sizes)), -sizes[:, 0], -sizes[:, 1]))
-    origins = np.zeros((len(sizes), 2), np.int64)
-    # Every box is at least a texel wide, so no shelf holds more than `width` of them: the
-    # running widths need only that many (one more overflows), not every box left.
-    window = width + 1
-    y = 0
-    start = 0
+    widths, heights = sizes[order, 0], sizes[order, 1]
+    ends = np.cumsum(widths)  # each box's right end, were all on one shelf
+    ends_list = ends.tolist()
+    # A shelf holds the boxes whose running width from its first stays within the texture
+    # (one bisection of the running widths a shelf); its first box is its tallest.
+    starts: list[int] = []
+    tops: list[int] = []
+    y = start = 0
     while start < len(order):
-        row = order[start : start + window]
-        widths = np.cumsum(sizes[row, 0])
-        count = int(np.searchsorted(widths, width, side="right"))
-        if count == 0:  # a single box wider than the texture
+        stop = bisect.bisect_right(ends_list, (ends_list[start - 1] if start else 0) + width)
+        if stop == start:  # a single box wider than the texture
             return None
-        placed = row[:count]
-        shelf_height = int(sizes[placed, 1].max())
-        if y + shelf_height > height:
+        if y + int(heights[start]) > height:
             return None
-        origins[placed, 0] = widths[:count] - sizes[placed, 0]
-        origins[placed, 1] = y
-        y += shelf_height
-        start += count
+        starts.append(start)
+        tops.append(y)
+        y += int(heights[start])
+        start = stop
+    lefts = ends - widths  # from the first box's left, were all on one shelf
+    first = np.asarray(starts, np.int64)
+    shelf = np.repeat(np.arange(len(first)), np.diff(first, append=len(order)))
+    origins = np.zeros((len(sizes), 2), np.int64)
+    origins[order, 0] = lefts - lefts[first][shelf]
+    origins[order, 1] = np.asarray(tops, np.int64)[shelf]
     return origins
 
 

@@ -120,8 +120,8 @@ def raster_layout(
     owner = rank[piece]
     local = corners - box_lo[piece][:, None, :]  # [F, 3, 2] from the box corner, unscaled
     local_lo, local_hi = local.amin(1), local.amax(1)  # [F, 2]
-    flips = [box_sizes(extents, float(scale), gutter)[1] for scale in scales]
-    flipped = torch.from_numpy(np.stack(flips)).to(device)[:, piece]  # [S, F]
+    flips = box_sizes(extents, scales[:, None, None], gutter)[1]  # [S, C]
+    flipped = torch.from_numpy(flips).to(device)[:, piece]  # [S, F]
     origin = gutter // 2
     chunk = max(1, PAIRS_PER_CHUNK // max(len(piece), 1))
     runs = []

@@ -11,6 +11,7 @@ import torch
 
 from pipeline.packing import (
     BISECTION_STEPS,
+    box_sizes,
     cell_corners,
     first_fit_shelves,
     pack_rectangles,
@@ -174,6 +175,54 @@ def test_is_deterministic() -> None:
     assert first.scale == second.scale
     assert np.array_equal(first.origins, second.origins)
     assert np.array_equal(first.transposed, second.transposed)
+
+
+def next_fit_reference(sizes: np.ndarray, width: int, height: int) -> np.ndarray | None:
+    """Box by box, tallest first (then widest, then by index): beside the last box on the
+    current shelf where it fits, else on a new shelf above, as tall as its first box."""
+    order = sorted(range(len(sizes)), key=lambda i: (-sizes[i, 1], -sizes[i, 0], i))
+    origins = np.zeros((len(sizes), 2), np.int64)
+    x = y = shelf_height = 0
+    for i in order:
+        w, h = int(sizes[i, 0]), int(sizes[i, 1])
+        if w > width:
+            return None
+        if x + w > width:
+            x, y, shelf_height = 0, y + shelf_height, 0
+        if shelf_height == 0:
+            shelf_height = h
+            if y + h > height:
+                return None
+        origins[i] = (x, y)
+        x += w
+    return origins
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_shelves_match_a_box_by_box_next_fit(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    fitted = 0
+    for _ in range(300):
+        sizes = rng.integers(1, int(rng.integers(2, 70)), (int(rng.integers(0, 80)), 2))
+        width, height = int(rng.integers(1, 200)), int(rng.integers(1, 400))
+        expected, got = next_fit_reference(sizes, width, height), shelves(sizes, width, height)
+        if expected is None:
+            assert got is None
+        else:
+            assert got is not None and np.array_equal(got, expected)
+            fitted += 1
+    assert 50 < fitted < 300  # both outcomes seen
+
+
+def test_box_sizes_of_many_scales_at_once_are_each_scale_s() -> None:
+    extents = random_extents(5, 200)
+    scales = 50 * 4 ** (np.arange(1, 33) / 32)
+    sizes, flips = box_sizes(extents, scales[:, None, None], 3)
+    assert sizes.shape == (32, 200, 2) and flips.shape == (32, 200)
+    for k, scale in enumerate(scales):
+        one_sizes, one_flips = box_sizes(extents, float(scale), 3)
+        assert np.array_equal(sizes[k], one_sizes) and np.array_equal(flips[k], one_flips)
+    assert flips.any() and not flips.all()
 
 
 # --- First fit ------------------------------------------------------------------------------

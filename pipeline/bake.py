@@ -157,6 +157,8 @@ def quantise(texture: torch.Tensor) -> torch.Tensor:
     return (texture * 255 + 0.5).to(torch.uint8)
 
 
+# As the atlas: no autograd bookkeeping (pipeline/atlas.py's unwrap).
+@torch.inference_mode()
 def bake(mesh: UVMesh, asset: RawAsset, settings: PipelineSettings) -> TexturedMesh:
     start = time.perf_counter()
     size = settings.texture_size

@@ -50,6 +50,8 @@ def fit_frame(positions_zup: torch.Tensor, margin: float) -> tuple[torch.Tensor,
     return ((yup - center) * scale).float(), frame
 
 
+# As the atlas: no autograd bookkeeping (pipeline/atlas.py's unwrap).
+@torch.inference_mode()
 def process_mesh(asset: RawAsset, settings: PipelineSettings) -> Mesh:
     start = time.perf_counter()
     device = asset.vertices.device

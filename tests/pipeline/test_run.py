@@ -115,6 +115,36 @@ def test_run_is_deterministic(pipeline: Pipeline) -> None:
     assert first == second
 
 
+def test_post_processing_runs_in_inference_mode_with_the_same_bytes(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mesh, atlas and bake skip autograd's bookkeeping (their outputs are inference
+    tensors); the GLB is the same bytes as with it."""
+    import pipeline.run as run_module
+
+    stages = {name: getattr(run_module, name) for name in ("process_mesh", "unwrap", "bake")}
+    inference: dict[str, bool] = {}
+
+    def spying(name: str, stage):
+        def spy(*args):
+            out = stage(*args)
+            inference[name] = out.positions.is_inference()
+            return out
+
+        return spy
+
+    for name in ("process_mesh", "unwrap"):
+        monkeypatch.setattr(run_module, name, spying(name, stages[name]))
+    fast = pipeline.run(png_bytes(), seed=3).glb.to_bytes()
+    assert inference == {"process_mesh": True, "unwrap": True}
+    for name in ("process_mesh", "unwrap"):  # the undecorated functions
+        monkeypatch.setattr(run_module, name, spying(name, stages[name].__wrapped__))
+    monkeypatch.setattr(run_module, "bake", stages["bake"].__wrapped__)
+    slow = pipeline.run(png_bytes(), seed=3).glb.to_bytes()
+    assert inference == {"process_mesh": False, "unwrap": False}
+    assert fast == slow
+
+
 def test_stage_on_the_cpu_hands_the_same_tensors_over(pipeline: Pipeline) -> None:
     prepared = pipeline.prepare(png_bytes())
     assert prepared.rgb.shape == (96, 96, 3) and prepared.mask.shape == (96, 96)

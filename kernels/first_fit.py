@@ -20,8 +20,8 @@ Paths:
   the lowest row with a free cell where each of its rows finds a run as long as it needs in
   the row it would cover; blocks of BLOCK_Y of them are tested at every x at once (a shape
   row fits at x when the run at x + lo reaches hi - lo: one coalesced load per shape row),
-  upwards until a block holds a place. Taking the cells rewrites the runs of the rows the
-  shape covers (a running max over the row, read from its right end). The programs are
+  upwards until a block holds a place. Taking cells [c0, c1) of a row sets their runs to 0
+  and caps the runs left of them at c0 - x (no scan: the runs stay exact). The programs are
   independent: S problems cost about as much as one.
 - `first_fit_reference` (numpy): the same places, every candidate tested at once per shape.
 """
@@ -102,10 +102,6 @@ def first_fit_reference(
 if triton is not None:
 
     @triton.jit
-    def _larger(a, b):
-        return tl.maximum(a, b)
-
-    @triton.jit
     def _first_fit_kernel(
         run_ptr,  # [S, grid, grid] int32 free runs, grid - x at the start
         widest_ptr,  # [S, grid] int32 each row's longest free run, grid at the start
@@ -163,20 +159,21 @@ if triton is not None:
                 tl.store(out_ptr + (s * pieces + p) * 2, x)
                 tl.store(out_ptr + (s * pieces + p) * 2 + 1, y)
                 tl.debug_barrier()
-                # Rewrite the runs of each covered row, read from its right end: lane l is
-                # column grid - 1 - l, its run is l less the last taken lane at or before it.
-                column = grid - 1 - xs
-                inside = column >= 0
+                # Update the runs of each row the shape takes cells in: the taken cells
+                # [x + a, x + b) have none, a run left of them now stops at x + a, the rest
+                # are as they were.
+                inside = xs < grid
                 for r in range(start, end):
                     a = tl.load(lo_row + r)
                     b = tl.load(hi_row + r)
-                    row = y + r - start
-                    free = tl.load(run + row * grid + column, mask=inside, other=0)
-                    taken = (free == 0) | ((column >= x + a) & (column < x + b))
-                    runs = xs - tl.associative_scan(tl.where(taken, xs, -1), 0, _larger)
-                    runs = tl.where(inside, runs, 0)
-                    tl.store(run + row * grid + column, runs, mask=inside)
-                    tl.store(widest + row, tl.max(runs, 0))
+                    if b > a:
+                        row = y + r - start
+                        free = tl.load(run + row * grid + xs, mask=inside, other=0)
+                        runs = tl.where(
+                            xs < x + b, tl.minimum(free, tl.maximum(x + a - xs, 0)), free
+                        )
+                        tl.store(run + row * grid + xs, runs, mask=inside)
+                        tl.store(widest + row, tl.max(runs, 0))
                 tl.debug_barrier()
                 # The lowest row with a free cell (rows under it are full).
                 while (floor < grid) & (tl.load(widest + tl.minimum(floor, grid - 1)) == 0):

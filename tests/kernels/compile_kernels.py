@@ -150,6 +150,17 @@ KERNELS = [
         multiples_of_16=("grid",),
     ),
     Kernel(
+        "first_fit", "_first_fit_kernel",
+        {
+            "run_ptr": I32, "widest_ptr": I32, "lo_ptr": I32, "hi_ptr": I32, "start_ptr": I32,
+            "width_ptr": I32, "out_ptr": I32, "pieces": "i32", "rows_stride": "i32",
+            "grid": "i32",
+        },
+        # From MANY_SHAPES shapes: more candidate rows a step.
+        lambda m: {"BLOCK_X": 512, "BLOCK_Y": m.BLOCK_Y_MANY, "num_warps": m.NUM_WARPS},
+        multiples_of_16=("grid",),
+    ),
+    Kernel(
         "quarter_normal", "_masked_samples_kernel",
         {"values_ptr": F32, "inside_ptr": "*u8", "samples_ptr": F32, "H": "i32", "W": "i32"},
         lambda m: {"C": 3, "BLOCK": m.BLOCK},

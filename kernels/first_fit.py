@@ -43,8 +43,8 @@ __all__ = ["first_fit", "first_fit_reference"]
 # fastest of 4, 8, 16 and 32 rows with 4, 8 or 16 warps on prompts 0, 1, 18 and 1M synthetic
 # faces (H200, perf/RESULTS.md). Stopping a step's rows once no place is left in it, or
 # reading four shape rows at once, was slower. Since the steps take only candidate rows,
-# 8 rows a step from MANY_SHAPES shapes (H100: 8 to 24% less kernel time from 630 shapes,
-# 0 to 8% more up to 536).
+# 8 rows a step from MANY_SHAPES shapes (H100, against 4: 8 to 21% less kernel time on 630
+# to 1662 shapes; 2% and 7% more on 116 and 536, 8% less on 463).
 BLOCK_Y, NUM_WARPS = 4, 8
 BLOCK_Y_MANY, MANY_SHAPES = 8, 512
 

@@ -138,27 +138,22 @@ KERNELS = [
         },
         multiples_of_16=("R",),
     ),
-    Kernel(
-        "first_fit", "_first_fit_kernel",
-        {
-            "run_ptr": I32, "widest_ptr": I32, "lo_ptr": I32, "hi_ptr": I32, "start_ptr": I32,
-            "width_ptr": I32, "out_ptr": I32, "pieces": "i32", "rows_stride": "i32",
-            "grid": "i32",
-        },
-        # raster_layout's grid of MAX_GRID = 512 cells.
-        lambda m: {"BLOCK_X": 512, "BLOCK_Y": m.BLOCK_Y, "num_warps": m.NUM_WARPS},
-        multiples_of_16=("grid",),
-    ),
-    Kernel(
-        "first_fit", "_first_fit_kernel",
-        {
-            "run_ptr": I32, "widest_ptr": I32, "lo_ptr": I32, "hi_ptr": I32, "start_ptr": I32,
-            "width_ptr": I32, "out_ptr": I32, "pieces": "i32", "rows_stride": "i32",
-            "grid": "i32",
-        },
-        # From MANY_SHAPES shapes: more candidate rows a step.
-        lambda m: {"BLOCK_X": 512, "BLOCK_Y": m.BLOCK_Y_MANY, "num_warps": m.NUM_WARPS},
-        multiples_of_16=("grid",),
+    # raster_layout's grid of MAX_GRID = 512 cells; from MANY_SHAPES shapes, more candidate
+    # rows a step.
+    *(
+        Kernel(
+            "first_fit", "_first_fit_kernel",
+            {
+                "run_ptr": I32, "widest_ptr": I32, "lo_ptr": I32, "hi_ptr": I32,
+                "start_ptr": I32, "width_ptr": I32, "out_ptr": I32, "pieces": "i32",
+                "rows_stride": "i32", "grid": "i32",
+            },
+            lambda m, block_y=block_y: {
+                "BLOCK_X": 512, "BLOCK_Y": getattr(m, block_y), "num_warps": m.NUM_WARPS
+            },
+            multiples_of_16=("grid",),
+        )
+        for block_y in ("BLOCK_Y", "BLOCK_Y_MANY")
     ),
     Kernel(
         "quarter_normal", "_masked_samples_kernel",

@@ -43,7 +43,8 @@ SHIFTS_PER_SIDE = 2
 # much as one), geometric from the shelf packing's scale to the area bound.
 RASTER_TRIALS = 32
 # Pieces up to which the raster layout runs: its first fit lays them one after another, 37-62
-# us each on the prompts (H200: prompt 0's 1522 pieces 56 ms, prompt 1's 5122 316 ms), where
+# us each on the prompts (H200: prompt 0's 1522 pieces 56 ms, prompt 1's 5122 316 ms; the
+# kernel 9-25% faster since, and another 14-24% from 630 pieces: perf/RESULTS.md), where
 # the shelves and nesting take tens of milliseconds whatever the count. Past about 3000 it
 # stopped paying on the prompts (H200: prompts 7 and 12, ~2800 pieces, +0.09 to +0.55 dB for
 # +54 to +116 ms of atlas; prompts 1, 17 and 20, 3600-6500, -0.08 to +0.07 dB for +125 to

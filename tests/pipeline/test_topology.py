@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import trimesh
 
+import pipeline.topology as topology
 from pipeline.topology import (
     MIN_DOUBLE_AREA,
     clean_faces,
@@ -120,6 +121,24 @@ def test_clean_faces_matches_a_plain_loop_on_random_soups() -> None:
             expected.append(face)
     assert out.tolist() == expected
     assert 0 < len(expected) < len(faces)
+
+
+@pytest.mark.parametrize("largest", [5, 40_000, 2**40])
+def test_rows_are_ordered_as_lexsort_orders_them(
+    largest: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One stable sort of packed rows where they fit in an int64, lexsort where not: the
+    same order either way (first column first, ties by index)."""
+    rng = np.random.default_rng(largest)
+    for columns in (2, 3):
+        keys = rng.integers(0, largest, (5000, columns))
+        keys[::7] = keys[3]  # many equal rows: ties keep index order
+        expected = np.lexsort(keys.T[::-1])
+        packs = largest**columns < 1 << 62
+        if packs:  # the packed path must not fall back
+            monkeypatch.setattr(topology.np, "lexsort", None)
+        assert np.array_equal(topology._stable_order(keys), expected)
+        monkeypatch.undo()
 
 
 # --- manifold_pairs and face_components -------------------------------------------------------

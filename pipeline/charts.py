@@ -24,9 +24,9 @@ Everything runs on the mesh's device, deterministic (integer atomics and stable 
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -129,7 +129,7 @@ def segment_charts(
         move = (best > own) & (best >= 2) & (score[every, favourite] >= SMOOTH_MIN_COS)
         label = torch.where(move, favourite, label)
     chart = components(F, *_joined(a, b, label))
-    candidates = _Candidates(a, b)
+    candidates = _candidates(a, b)
     for _ in range(MERGE_ROUNDS):
         label, moved = _dissolve_small(score, label, chart, candidates)
         if not moved:
@@ -168,22 +168,20 @@ def _joined(a: torch.Tensor, b: torch.Tensor, label: torch.Tensor) -> tuple[torc
     return torch.where(label[a] == label[b], a, b), b
 
 
-@dataclass(frozen=True)
-class _Candidates:
+class _Candidates(NamedTuple):
     """Every edge from a's side, then from b's: the labels a small chart's face may take, in
     a fixed order (masked rather than compacted, so nothing waits on the device for a count).
     """
 
     a: torch.Tensor
     b: torch.Tensor
+    face: torch.Tensor  # a then b
+    position: torch.Tensor  # each candidate's place in that order
 
-    @functools.cached_property
-    def face(self) -> torch.Tensor:
-        return torch.cat((self.a, self.b))
 
-    @functools.cached_property
-    def position(self) -> torch.Tensor:
-        return torch.arange(len(self.face), device=self.face.device)
+def _candidates(a: torch.Tensor, b: torch.Tensor) -> _Candidates:
+    face = torch.cat((a, b))
+    return _Candidates(a, b, face, torch.arange(len(face), device=face.device))
 
 
 def _dissolve_small(

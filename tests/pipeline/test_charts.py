@@ -497,7 +497,7 @@ def test_small_charts_dissolve_as_the_rule_says(seed: int) -> None:
     score = torch.from_numpy(rng.integers(-4, 5, (F, len(DIRECTIONS))) / 4.0).float()
     label = torch.from_numpy(rng.integers(0, len(DIRECTIONS), F))
     chart = torch.from_numpy(rng.integers(0, 40 if seed % 2 else 12, F))
-    new, moved = charts_module._dissolve_small(score, label, chart, charts_module._Candidates(a, b))
+    new, moved = charts_module._dissolve_small(score, label, chart, charts_module._candidates(a, b))
     expected, expected_moved = dissolve_reference(score, label, chart, a, b)
     assert torch.equal(new, expected) and moved == expected_moved
     if seed % 2:  # 40 charts over 300 faces: every chart small, so some faces move
@@ -508,6 +508,6 @@ def test_dissolving_with_no_edges_moves_nothing() -> None:
     none = torch.zeros(0, dtype=torch.int64)
     label = torch.tensor([0, 1, 2])
     new, moved = charts_module._dissolve_small(
-        torch.ones(3, 6), label, label, charts_module._Candidates(none, none)
+        torch.ones(3, 6), label, label, charts_module._candidates(none, none)
     )
     assert torch.equal(new, label) and not moved

@@ -65,7 +65,9 @@ def baked(name: str, texture_size: int = TEXTURE_SIZE) -> tuple[RawAsset, UVMesh
     image = PreparedImage(torch.full((128, 128, 3), 0.5), torch.from_numpy(mask(name)), "alpha")
     asset = InflateGenerator(config, torch.device("cpu")).generate(image, 0)
     centres = (asset.coords.double() + 0.5) / asset.resolution - 0.5
-    asset.attrs[:, :3] = colour_of(centres).float()
+    # The generator's tensors are inference tensors: a new attribute tensor, not an edit.
+    attrs = torch.cat((colour_of(centres).float(), asset.attrs[:, 3:]), dim=1)
+    asset = dataclasses.replace(asset, attrs=attrs)
     uv_mesh = unwrap(process_mesh(asset, config), config)
     return asset, uv_mesh, bake(uv_mesh, asset, config)
 

@@ -115,33 +115,39 @@ def test_run_is_deterministic(pipeline: Pipeline) -> None:
     assert first == second
 
 
-def test_post_processing_runs_in_inference_mode_with_the_same_bytes(
+def test_generation_and_post_processing_run_in_inference_mode_with_the_same_bytes(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """mesh, atlas and bake skip autograd's bookkeeping (their outputs are inference
-    tensors); the GLB is the same bytes as with it."""
+    """The inflate generator, mesh, atlas and bake skip autograd's bookkeeping (their outputs
+    are inference tensors); the GLB is the same bytes as with it."""
     import pipeline.run as run_module
 
     stages = {name: getattr(run_module, name) for name in ("process_mesh", "unwrap", "bake")}
+    generate = type(pipeline.generator).generate
     inference: dict[str, bool] = {}
 
     def spying(name: str, stage):
         def spy(*args):
             out = stage(*args)
-            inference[name] = out.positions.is_inference()
+            inference[name] = (out.vertices if name == "generate" else out.positions).is_inference()
             return out
 
         return spy
 
+    monkeypatch.setattr(type(pipeline.generator), "generate", spying("generate", generate))
     for name in ("process_mesh", "unwrap"):
         monkeypatch.setattr(run_module, name, spying(name, stages[name]))
     fast = pipeline.run(png_bytes(), seed=3).glb.to_bytes()
-    assert inference == {"process_mesh": True, "unwrap": True}
-    for name in ("process_mesh", "unwrap"):  # the undecorated functions
+    assert inference == {"generate": True, "process_mesh": True, "unwrap": True}
+    # The undecorated functions.
+    monkeypatch.setattr(
+        type(pipeline.generator), "generate", spying("generate", generate.__wrapped__)
+    )
+    for name in ("process_mesh", "unwrap"):
         monkeypatch.setattr(run_module, name, spying(name, stages[name].__wrapped__))
     monkeypatch.setattr(run_module, "bake", stages["bake"].__wrapped__)
     slow = pipeline.run(png_bytes(), seed=3).glb.to_bytes()
-    assert inference == {"process_mesh": False, "unwrap": False}
+    assert inference == {"generate": False, "process_mesh": False, "unwrap": False}
     assert fast == slow
 
 

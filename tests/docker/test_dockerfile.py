@@ -126,6 +126,14 @@ def test_weights_are_fetched_at_start_up_or_baked_at_pinned_revisions():
         assert re.fullmatch(COMMIT, repo.revision), repo
 
 
+def test_triton_keeps_its_compiled_kernels_where_the_readme_mounts_a_volume():
+    (env,) = [i for i in instructions() if i.startswith("ENV PYTHONPATH=")]
+    cache = re.search(r"\bTRITON_CACHE_DIR=(\S+)", env)
+    assert cache and cache[1].startswith("/opt/cache/")
+    readme = (REPO / "README.md").read_text()
+    assert "-v image-to-mesh-cache:/opt/cache " in readme
+
+
 def test_nothing_non_commercial():
     text = " ".join(instructions()).lower() + REQUIREMENTS.read_text().lower()
     for excluded in ("nvdiffrast", "nvdiffrec", "rmbg"):

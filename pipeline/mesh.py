@@ -3,10 +3,12 @@
 Recipe (process_mesh):
   1. weld vertices that share a position (generators emit soups or near-soups);
   2. drop degenerate faces (on the device, where the raw mesh is);
-  3. simplify to the face budget (pipeline/simplify.py: winding does not matter to it, so the
-     steps below run on the small mesh), and weld its slabs back together;
+  3. simplify to the face budget (pipeline/simplify.py, on the host: winding does not matter
+     to it, so the steps below run on the small mesh), and weld its slabs back together;
   4. drop degenerate and duplicate faces, wind every manifold piece consistently, outward;
   5. drop unreferenced vertices;
+  (3's weld to 5 run on the GPU when the asset is there, pipeline/winding.py, else on the
+  host, pipeline/topology.py);
   6. Z up -> Y up, and fit into the unit cube centred at the origin;
   7. smooth area-weighted normals.
 """
@@ -21,6 +23,7 @@ import torch
 
 from kernels.vertex_normals import vertex_normals
 from kernels.weld import weld
+from pipeline import winding
 from pipeline.profiling import mark
 from pipeline.settings import PipelineSettings
 from pipeline.simplify import simplify
@@ -30,6 +33,8 @@ from pipeline.types import Frame, Mesh, RawAsset
 __all__ = ["fit_frame", "process_mesh"]
 
 log = logging.getLogger("pipeline.mesh")
+
+NO_FACE_LEFT = "the generator's mesh has no valid face left after cleaning"
 
 
 def _compact(positions: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -50,6 +55,22 @@ def fit_frame(positions_zup: torch.Tensor, margin: float) -> tuple[torch.Tensor,
     return ((yup - center) * scale).float(), frame
 
 
+def _welded_clean_outward(
+    positions: torch.Tensor, faces: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 3 (the slabs' weld) to 5 on the device -> positions [V, 3], faces [F, 3]."""
+    welded, slab_remap = weld(positions)
+    faces = slab_remap[faces]
+    mark("mesh.weld_slabs")
+    faces = winding.orient_outward(welded, winding.clean_faces(welded, faces))
+    if len(faces) == 0:
+        raise ValueError(NO_FACE_LEFT)
+    mark("mesh.orient")
+    used, inverse = torch.unique(faces.reshape(-1), return_inverse=True)
+    mark("mesh.compact")
+    return welded[used], inverse.reshape(-1, 3)
+
+
 # As the atlas: no autograd bookkeeping (pipeline/atlas.py's unwrap).
 @torch.inference_mode()
 def process_mesh(asset: RawAsset, settings: PipelineSettings) -> Mesh:
@@ -63,23 +84,29 @@ def process_mesh(asset: RawAsset, settings: PipelineSettings) -> Mesh:
     faces_t = drop_degenerate(unique, remap[asset.faces.long()])
     positions, faces = unique.cpu().numpy(), faces_t.cpu().numpy()
     mark("mesh.degenerate")  # and the download to the host
-    # 3. Simplify, then weld the slabs.
+    # 3. Simplify (on the host), then weld the slabs.
     positions, faces = simplify(positions, faces, settings.face_budget)
     mark("mesh.simplify")
-    welded, slab_remap = weld(torch.from_numpy(positions))
-    positions, faces = welded.numpy(), slab_remap.numpy()[faces]
-    mark("mesh.weld_slabs")
-    # 4. Clean and orient.
-    faces = orient_outward(positions, clean_faces(positions, faces))
-    if len(faces) == 0:
-        raise ValueError("the generator's mesh has no valid face left after cleaning")
-    mark("mesh.orient")
-    # 5. Compact.
-    positions, faces = _compact(positions, faces)
-    mark("mesh.compact")
+    if device.type == "cuda":  # the weld, 4 and 5 on the device: the same faces (winding.py)
+        positions_t, faces_t = _welded_clean_outward(
+            torch.from_numpy(positions).to(device), torch.from_numpy(faces).to(device)
+        )
+    else:
+        welded, slab_remap = weld(torch.from_numpy(positions))
+        positions, faces = welded.numpy(), slab_remap.numpy()[faces]
+        mark("mesh.weld_slabs")
+        # 4. Clean and orient.
+        faces = orient_outward(positions, clean_faces(positions, faces))
+        if len(faces) == 0:
+            raise ValueError(NO_FACE_LEFT)
+        mark("mesh.orient")
+        # 5. Compact.
+        positions, faces = _compact(positions, faces)
+        positions_t, faces_t = torch.from_numpy(positions), torch.from_numpy(faces)
+        mark("mesh.compact")
     # 6. Output frame.
-    positions_out, frame = fit_frame(torch.from_numpy(positions).to(device), settings.fit_margin)
-    faces_t = torch.from_numpy(faces).to(device)
+    positions_out, frame = fit_frame(positions_t.to(device), settings.fit_margin)
+    faces_t = faces_t.to(device)
     mark("mesh.frame")
     # 7. Normals.
     normals = vertex_normals(positions_out, faces_t)
@@ -88,9 +115,9 @@ def process_mesh(asset: RawAsset, settings: PipelineSettings) -> Mesh:
     log.info(
         "mesh: %d faces -> %d faces, %d vertices, %.0f ms",
         faces_in,
-        len(faces),
-        len(positions),
+        len(faces_t),
+        len(positions_out),
         elapsed_ms,
     )
-    stats = {"faces_in": float(faces_in), "faces_out": float(len(faces))}
+    stats = {"faces_in": float(faces_in), "faces_out": float(len(faces_t))}
     return Mesh(positions_out, faces_t, normals, frame, stats)

@@ -3,8 +3,9 @@
 Recipe (process_mesh):
   1. weld vertices that share a position (generators emit soups or near-soups);
   2. drop degenerate faces (on the device, where the raw mesh is);
-  3. simplify to the face budget (pipeline/simplify.py, on the host: winding does not matter
-     to it, so the steps below run on the small mesh), and weld its slabs back together;
+  3. simplify to the face budget (pipeline/simplify.py: slabs cut on the mesh's device and
+     simplified in host processes; winding does not matter to it, so the steps below run on
+     the small mesh), and weld its slabs back together;
   4. drop degenerate and duplicate faces, wind every manifold piece consistently, outward;
   5. drop unreferenced vertices;
   (3's weld to 5 run on the GPU when the asset is there, pipeline/winding.py, else on the
@@ -82,10 +83,9 @@ def process_mesh(asset: RawAsset, settings: PipelineSettings) -> Mesh:
     mark("mesh.weld")
     # 2. Degenerate faces.
     faces_t = drop_degenerate(unique, remap[asset.faces.long()])
-    positions, faces = unique.cpu().numpy(), faces_t.cpu().numpy()
-    mark("mesh.degenerate")  # and the download to the host
-    # 3. Simplify (on the host), then weld the slabs.
-    positions, faces = simplify(positions, faces, settings.face_budget)
+    mark("mesh.degenerate")
+    # 3. Simplify (the slabs cut on the device, simplified on the host), then weld the slabs.
+    positions, faces = simplify(unique, faces_t, settings.face_budget)
     mark("mesh.simplify")
     if device.type == "cuda":  # the weld, 4 and 5 on the device: the same faces (winding.py)
         positions_t, faces_t = _welded_clean_outward(

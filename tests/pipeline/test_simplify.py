@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from concurrent.futures.process import BrokenProcessPool
@@ -14,6 +15,7 @@ import trimesh
 
 from kernels.weld import weld
 from pipeline import simplify as simplify_module
+from pipeline import simplify_workers
 from pipeline.simplify import simplify
 
 # A simplified sphere of 2000+ faces stays this close to the unit sphere (radius units).
@@ -100,11 +102,70 @@ def test_slabs_are_deterministic_and_match_the_serial_fallback(
     def broken() -> None:
         raise BrokenProcessPool("no workers in this test")
 
-    monkeypatch.setattr(simplify_module, "_workers", broken)
+    monkeypatch.setattr(simplify_workers, "_workers", broken)
     fallback = simplify(positions, faces, 4000)
     for a, b in ((first, second), (first, fallback)):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
+
+
+def _reference_slabs(
+    positions: np.ndarray, faces: np.ndarray, budget: int, slabs: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The slab cutting as it was written in numpy before it moved to torch (both passes),
+    simplifying through the same workers."""
+
+    def compact(p: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        used = np.zeros(len(p), bool)
+        used[f.reshape(-1)] = True
+        return p[used], (np.cumsum(used) - 1)[f]
+
+    def slab_pass(p: np.ndarray, chosen: list, budgets: list) -> tuple[np.ndarray, np.ndarray]:
+        jobs = [(*compact(p, c), b) for c, b in zip(chosen, budgets, strict=True)]
+        results = simplify_workers.run_slabs(jobs)
+        offsets = np.cumsum([0] + [len(points) for points, _ in results[:-1]])
+        shifted = [t + o for (_, t), o in zip(results, offsets, strict=True)]
+        return np.concatenate([points for points, _ in results]), np.concatenate(shifted)
+
+    def centroids(p: np.ndarray, f: np.ndarray, axis: int) -> np.ndarray:
+        return p[f][:, :, axis].mean(axis=1)
+
+    axis = int(np.argmax(positions.max(0) - positions.min(0)))
+    along = centroids(positions, faces, axis)
+    order = np.argsort(along, kind="stable")
+    pieces = np.array_split(order, slabs)
+    chosen = [faces[np.sort(piece)] for piece in pieces]
+    shares = [round(budget * len(piece) / len(faces)) for piece in pieces]
+    slabs_of_vertex = np.zeros(len(positions), np.int64)
+    for slab_faces in chosen:
+        used = np.zeros(len(positions), bool)
+        used[slab_faces.reshape(-1)] = True
+        slabs_of_vertex += used
+    cut = slabs_of_vertex > 1
+    strips = [int(cut[slab_faces].any(1).sum()) for slab_faces in chosen]
+    if sum(strips) <= simplify_module.STRIP_SHARE * budget:
+        return slab_pass(positions, chosen, shares)
+    ends = [along[order[0]], *(along[piece[0]] for piece in pieces[1:]), along[order[-1]]]
+    budgets = [share + strip for share, strip in zip(shares, strips, strict=True)]
+    p, f = welded(*slab_pass(positions, chosen, budgets))
+    middles = [(low + high) / 2 for low, high in itertools.pairwise(ends)]
+    slab = np.searchsorted(middles, centroids(p, f, axis), side="right")
+    pieces = [piece for k in range(slabs + 1) if len(piece := np.nonzero(slab == k)[0])]
+    shares = [round(budget * len(piece) / len(f)) for piece in pieces]
+    return slab_pass(p, [f[piece] for piece in pieces], shares)
+
+
+@pytest.mark.parametrize("budget", [8000, 4000])  # one pass, two passes
+def test_the_slabs_cut_in_torch_equal_the_numpy_cutting(slabs: int, budget: int) -> None:
+    positions, faces = sphere(5)
+    rng = np.random.default_rng(budget)
+    # The faces shuffled (a slab's faces not in ranked order), three dropped (slabs of unequal
+    # counts, as numpy's array_split makes them).
+    faces = faces[rng.permutation(len(faces))[:-3]]
+    got = simplify(torch.from_numpy(positions), torch.from_numpy(faces), budget)
+    want = _reference_slabs(positions, faces, budget, slabs)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
 
 
 def test_inconsistent_winding_does_not_matter() -> None:
@@ -121,7 +182,7 @@ def test_inconsistent_winding_does_not_matter() -> None:
 CHILD_IMPORTS = """
 import multiprocessing, sys
 from concurrent.futures import ProcessPoolExecutor
-check = "__import__('pipeline.simplify') and 'torch' in __import__('sys').modules"
+check = "__import__('pipeline.simplify_workers') and 'torch' in __import__('sys').modules"
 with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
     in_child = pool.submit(eval, check).result()
 import pipeline.simplify

@@ -21,16 +21,12 @@ atlas's raster still catches any overlap it might open between distant faces.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-
 import torch
 
 from pipeline.face_graph import SegmentSums, flat_rows, take_rows
+from pipeline.graphs import Repeated
 
 __all__ = ["relax_charts"]
-
-log = logging.getLogger("pipeline.relax")
 
 # Local/global rounds and conjugate-gradient steps per round. Warm-started, the first round
 # removes most of the tilt shrink. Measured on prompt 20's inflate mesh (CPU): the area-
@@ -41,8 +37,8 @@ CG_STEPS = 12
 # A relaxed face must keep at least this share of its projected signed area (else its chart
 # keeps the projection): no face turns over or collapses.
 MIN_AREA_KEPT = 0.25
-# Conjugate-gradient steps replayed from a captured CUDA graph on CUDA (the tests compare
-# both ways).
+# Conjugate-gradient steps replayed from a captured CUDA graph on CUDA (pipeline/graphs.py; the
+# tests compare both ways).
 CAPTURE = True
 
 
@@ -84,54 +80,6 @@ def _rotations(jacobian: torch.Tensor) -> torch.Tensor:
     angle = torch.atan2(b - c, a + d)
     cos, sin = torch.cos(angle), torch.sin(angle)
     return torch.stack((torch.stack((cos, sin), 1), torch.stack((-sin, cos), 1)), 1)
-
-
-class _Repeated:
-    """step() (in place) run `times` times per call. On CUDA it is captured once as a CUDA
-    graph and replayed: the same kernels on the same tensors (so the same bits), without the
-    ~30 host-side launches per step that made the relaxation ~40 ms at any size up to 200k
-    faces."""
-
-    def __init__(self, step: Callable[[], None], device: torch.device) -> None:
-        self.step = step
-        self.device = device
-        self.eager = device.type != "cuda" or not CAPTURE
-        self.graph: torch.cuda.CUDAGraph | None = None
-
-    def __call__(self, times: int) -> None:
-        if self.eager:
-            for _ in range(times):
-                self.step()
-            return
-        current = torch.cuda.current_stream(self.device)
-        if self.graph is None:
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(current)
-            graph = torch.cuda.CUDAGraph()
-            try:
-                with torch.cuda.stream(side):
-                    # Thread-local: the server's other threads may use CUDA meanwhile.
-                    graph.capture_begin(capture_error_mode="thread_local")
-                    try:
-                        self.step()
-                    finally:
-                        graph.capture_end()
-            except RuntimeError as error:  # nothing ran while capturing: step eagerly
-                log.warning("relaxation: CUDA graph capture failed (%s), stepping eagerly", error)
-                self.eager = True
-                current.wait_stream(side)
-                self(times)
-                return
-            current.wait_stream(side)
-            self.graph = graph
-        for _ in range(times):
-            self.graph.replay()
-
-    def close(self) -> None:
-        """Wait for the replays: the graph's own memory is released with it."""
-        if self.graph is not None:
-            torch.cuda.current_stream(self.device).synchronize()
-            self.graph = None
 
 
 def relax_charts(
@@ -190,7 +138,7 @@ def relax_charts(
         direction.mul_(rz_next / rz.clamp_min(1e-300)).add_(z)
         rz.copy_(rz_next)
 
-    steps = _Repeated(cg_step, device)
+    steps = Repeated(cg_step, device, capture=CAPTURE, name="relaxation")
     for _ in range(ROUNDS):
         # 1. Local: each face's target rotation from the current layout.
         corner_uv = take_rows(uv, corner_slots)  # [F, 3, 2]

@@ -428,3 +428,27 @@ def test_real_silhouettes_match_the_exact_discrete_solution(prompts, index: int)
     reference = exact_discrete_solution(inside)
     height_error = np.abs(np.sqrt(np.maximum(u, 0)) - np.sqrt(reference))
     assert height_error.max() <= REAL_SILHOUETTE_HEIGHT_TOLERANCE
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_captured_sweeps_give_the_eager_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA each sweep is captured once and replayed as a CUDA graph: the same bits as
+    launching every sweep, and the same where the capture is refused."""
+    import pipeline.generators.inflate as inflate_module
+
+    ys, xs = torch.meshgrid(torch.arange(97), torch.arange(97), indexing="ij")
+    inside = ((xs - 40) ** 2 + (ys - 50) ** 2 < 35**2) & ~((xs - 60) ** 2 + (ys - 45) ** 2 < 9**2)
+    captured = solve_inflation(inside.cuda())
+    monkeypatch.setattr(inflate_module, "CAPTURE", False)
+    eager = solve_inflation(inside.cuda())
+    assert float(captured.max()) > 100  # it solved
+    assert torch.equal(captured, eager)
+    monkeypatch.setattr(inflate_module, "CAPTURE", True)
+
+    def refuse(self: torch.cuda.CUDAGraph, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("capture refused")
+
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "capture_begin", refuse)
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "capture_end", lambda self: None)
+    assert torch.equal(solve_inflation(inside.cuda()), eager)

@@ -50,15 +50,18 @@ def _slab_pass(
     results = run_slabs(jobs)
     offsets = np.cumsum([0] + [len(points) for points, _ in results[:-1]])
     merged_positions = np.concatenate([points for points, _ in results])
-    shifted = [tris + offset for (_, tris), offset in zip(results, offsets, strict=True)]
+    shifted = [
+        tris.astype(np.int64) + offset for (_, tris), offset in zip(results, offsets, strict=True)
+    ]
     return merged_positions, np.concatenate(shifted)
 
 
 def _compact(positions: Tensor, faces: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """The vertices the faces use, in their order, and the faces renumbered -> on the host."""
+    """The vertices the faces use, in their order, and the faces renumbered (int32: half the
+    bytes through the pool's pipes, and what fast-simplification takes) -> on the host."""
     used = torch.zeros(len(positions), dtype=torch.bool, device=positions.device)
     used[faces.reshape(-1)] = True
-    new_index = torch.cumsum(used, 0) - 1
+    new_index = torch.cumsum(used, 0, dtype=torch.int32) - 1
     return positions[used].cpu().numpy(), new_index[faces].cpu().numpy()
 
 
@@ -108,7 +111,8 @@ def simplify(
     positions, faces = torch.as_tensor(positions), torch.as_tensor(faces)
     slabs = _slab_count(len(faces))
     if slabs == 1:
-        return simplify_piece(*_compact(positions, faces), face_budget, keep_border=False)
+        points, triangles = simplify_piece(*_compact(positions, faces), face_budget, False)
+        return points, triangles.astype(np.int64)
     # 1. Slabs of equal face count across the longest side, borders frozen: the faces ranked
     #    by their centroids (stably), split as numpy's array_split would.
     axis = int(torch.argmax(positions.amax(0) - positions.amin(0)))

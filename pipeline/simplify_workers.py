@@ -60,7 +60,8 @@ def _forget_pool() -> None:
 def simplify_piece(
     positions: np.ndarray, faces: np.ndarray, budget: int, keep_border: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One compact piece (every vertex used) -> its simplified points and triangles."""
+    """One compact piece (every vertex used) -> its simplified points (float32) and
+    triangles (int32: half the bytes through the pool's pipes; the caller widens them)."""
     import fast_simplification
 
     with _inline_lock:
@@ -71,7 +72,7 @@ def simplify_piece(
             agg=AGGRESSIVENESS,
             preserve_border=keep_border,
         )
-    return points.astype(np.float32), triangles.astype(np.int64)
+    return points.astype(np.float32), triangles.astype(np.int32)
 
 
 def run_slabs(

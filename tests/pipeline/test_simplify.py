@@ -56,6 +56,7 @@ def test_under_budget_is_returned_unchanged() -> None:
 def test_one_piece_meets_the_budget_and_keeps_the_shape() -> None:
     positions, faces = sphere(5)  # 20480 faces
     out_positions, out_faces = simplify(positions, faces, 2000)
+    assert out_positions.dtype == np.float32 and out_faces.dtype == np.int64
     assert abs(len(out_faces) - 2000) <= BUDGET_SLACK * 2000
     radius = np.linalg.norm(out_positions, axis=1)
     assert np.abs(radius - 1).max() < RADIAL_TOLERANCE
@@ -164,6 +165,7 @@ def test_the_slabs_cut_in_torch_equal_the_numpy_cutting(slabs: int, budget: int)
     faces = faces[rng.permutation(len(faces))[:-3]]
     got = simplify(torch.from_numpy(positions), torch.from_numpy(faces), budget)
     want = _reference_slabs(positions, faces, budget, slabs)
+    assert got[0].dtype == np.float32 and got[1].dtype == np.int64
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 
-import numpy as np
 import torch
 
 from kernels.vertex_normals import vertex_normals
@@ -36,11 +35,6 @@ __all__ = ["fit_frame", "process_mesh"]
 log = logging.getLogger("pipeline.mesh")
 
 NO_FACE_LEFT = "the generator's mesh has no valid face left after cleaning"
-
-
-def _compact(positions: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    used, inverse = np.unique(faces.reshape(-1), return_inverse=True)
-    return positions[used], inverse.reshape(-1, 3).astype(np.int64)
 
 
 def fit_frame(positions_zup: torch.Tensor, margin: float) -> tuple[torch.Tensor, Frame]:
@@ -67,9 +61,9 @@ def _welded_clean_outward(
     if len(faces) == 0:
         raise ValueError(NO_FACE_LEFT)
     mark("mesh.orient")
-    used, inverse = torch.unique(faces.reshape(-1), return_inverse=True)
+    positions, faces = winding.compact(welded, faces)
     mark("mesh.compact")
-    return welded[used], inverse.reshape(-1, 3)
+    return positions, faces
 
 
 # As the atlas: no autograd bookkeeping (pipeline/atlas.py's unwrap).
@@ -101,8 +95,7 @@ def process_mesh(asset: RawAsset, settings: PipelineSettings) -> Mesh:
             raise ValueError(NO_FACE_LEFT)
         mark("mesh.orient")
         # 5. Compact.
-        positions, faces = _compact(positions, faces)
-        positions_t, faces_t = torch.from_numpy(positions), torch.from_numpy(faces)
+        positions_t, faces_t = winding.compact(torch.from_numpy(positions), torch.from_numpy(faces))
         mark("mesh.compact")
     # 6. Output frame.
     positions_out, frame = fit_frame(positions_t.to(device), settings.fit_margin)

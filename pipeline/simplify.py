@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from pipeline.simplify_workers import MAX_SLABS, run_slabs, simplify_piece
+from pipeline.winding import compact
 
 __all__ = ["simplify"]
 
@@ -57,12 +58,10 @@ def _slab_pass(
 
 
 def _compact(positions: Tensor, faces: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """The vertices the faces use, in their order, and the faces renumbered (int32: half the
-    bytes through the pool's pipes, and what fast-simplification takes) -> on the host."""
-    used = torch.zeros(len(positions), dtype=torch.bool, device=positions.device)
-    used[faces.reshape(-1)] = True
-    new_index = torch.cumsum(used, 0, dtype=torch.int32) - 1
-    return positions[used].cpu().numpy(), new_index[faces].cpu().numpy()
+    """`winding.compact`'s vertices and faces on the host, the faces int32 (half the bytes
+    through the pool's pipes, and what fast-simplification takes)."""
+    used, renumbered = compact(positions, faces, torch.int32)
+    return used.cpu().numpy(), renumbered.cpu().numpy()
 
 
 def _cut_faces(positions: Tensor, faces: Tensor, slab: Tensor, slabs: int) -> list[int]:

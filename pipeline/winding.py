@@ -24,7 +24,7 @@ import torch
 from pipeline.face_graph import group_sums
 from pipeline.topology import drop_degenerate
 
-__all__ = ["clean_faces", "manifold_pairs", "orient_outward"]
+__all__ = ["clean_faces", "compact", "manifold_pairs", "orient_outward"]
 
 # Hooking rounds at most: 2 log2(n) + 2 would do for n < 2^62 faces.
 MAX_ROUNDS = 128
@@ -59,6 +59,17 @@ def clean_faces(positions: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     keep = torch.ones_like(repeat)
     keep[order[repeat]] = False  # the stable order put the lowest index of each triple first
     return faces[keep]
+
+
+def compact(
+    positions: torch.Tensor, faces: torch.Tensor, index_dtype: torch.dtype = torch.int64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The vertices the faces use, in their order, and the faces renumbered to them (as
+    index_dtype)."""
+    used = torch.zeros(len(positions), dtype=torch.bool, device=positions.device)
+    used[faces.reshape(-1)] = True
+    new_index = torch.cumsum(used, 0, dtype=index_dtype) - 1
+    return positions[used], new_index[faces]
 
 
 def manifold_pairs(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -115,9 +126,7 @@ def face_parities(
         best = best.scatter_reduce(0, high, low * edges + edge[across], "amin")
         roots = torch.nonzero(best < none).squeeze(1)
         chosen = best[roots] % edges
-        up = up.clone()
         up[roots] = best[roots] // edges
-        parity = parity.clone()
         parity[roots] = parity[a[chosen]] ^ parity[b[chosen]] ^ flip[chosen]
         up, parity = _jump(up, parity)
     raise RuntimeError(f"face parities did not settle in {MAX_ROUNDS} rounds")

@@ -171,3 +171,17 @@ def test_the_mesh_stage_on_cuda_gives_the_host_paths_mesh() -> None:
     )
     assert torch.equal(on_gpu.faces.cpu(), on_host.faces)
     assert torch.equal(on_gpu.positions.cpu(), on_host.positions)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_compact_keeps_the_used_vertices_in_order_like_numpys_unique(dtype: torch.dtype) -> None:
+    rng = np.random.default_rng(17)
+    positions = rng.normal(size=(5000, 3)).astype(np.float32)
+    faces = rng.integers(0, 5000, size=(3000, 3))  # about half the vertices used
+    used, inverse = np.unique(faces.reshape(-1), return_inverse=True)
+    got_positions, got_faces = winding.compact(
+        torch.from_numpy(positions), torch.from_numpy(faces), dtype
+    )
+    assert got_faces.dtype == dtype
+    assert np.array_equal(got_positions.numpy(), positions[used])
+    assert np.array_equal(got_faces.numpy(), inverse.reshape(-1, 3))

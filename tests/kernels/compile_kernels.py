@@ -49,6 +49,7 @@ class Kernel:
     variant: str = ""  # which of several launches of one kernel
     multiples_of_16: tuple[str, ...] = ()  # integer arguments specialised as multiples of 16
     in_ptx: tuple[str, ...] = ()  # instructions the PTX must hold
+    not_in_ptx: tuple[str, ...] = ()  # instructions it must not
 
     @property
     def label(self) -> str:
@@ -110,6 +111,17 @@ KERNELS = [
         {"seeds_ptr": I32, "out_ptr": F32, **_FLOOD, "sentinel": "i32"},
         lambda m: {**_flood(m, first=False, last=True), "step": 1},  # 1: a constexpr
         variant="last", multiples_of_16=("H", "W", "sentinel"),
+    ),
+    Kernel(
+        "edge_collapse", "_collapse_kernel",
+        {
+            "q_ptr": "*fp64", "p_ptr": "*fp64", "low_ptr": I64, "high_ptr": I64,
+            "mode_ptr": I64, "target_ptr": "*fp64", "cost_ptr": "*fp64", "E": "i32",
+            "singular": "fp32",
+        },
+        lambda m: {"BLOCK": m.BLOCK, "enable_fp_fusion": False},
+        # The torch path's bits: correctly rounded division, no fused multiply-adds.
+        in_ptx=("div.rn.f64",), not_in_ptx=("fma.rn.f64",),
     ),
     Kernel(
         "field_sample", "_build_kernel",
@@ -317,6 +329,9 @@ def check(kernel: Kernel) -> str:
     missing = [op for op in kernel.in_ptx if op not in ptx]
     if missing:
         return f"FAIL the PTX lacks {', '.join(missing)}"
+    present = [op for op in kernel.not_in_ptx if op in ptx]
+    if present:
+        return f"FAIL the PTX holds {', '.join(present)}"
     return f"OK {len(compiled.asm['cubin'])}"
 
 

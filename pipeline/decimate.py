@@ -1,0 +1,284 @@
+"""Parallel quadric edge collapse on the mesh's device: a dense mesh brought down towards a
+face count in a few dozen whole-mesh rounds, before simplify.py's slabs (fast-simplification's
+greedy collapses on the host) take it the rest of the way to the budget.
+
+Garland and Heckbert's quadric error (1997), collapsed in parallel rather than one edge at a
+time: each round,
+  1. the unique edges, each with its faces' count (1: open boundary, 2: manifold, more:
+     non-manifold, whose vertices stay put);
+  2. each edge's collapse: its ends' quadrics summed, the point minimising that sum (the
+     better of the midpoint and the ends where the system is near singular, the boundary end
+     where one end is on an open boundary and the other not), its error;
+  3. the cheapest edges (ties in a hashed order), at most SHARE of them (so the order stays
+     near the greedy one), each kept if it is the cheapest within two rings of both its ends
+     (in PASSES passes, each clear of the edges kept before): the kept edges' ends are
+     then neither shared nor adjacent, so no face holds two of them and their checks and
+     collapses do not interact;
+  4. each kept only if the link condition holds (its ends share as many neighbours as the
+     edge has faces), the merged vertex keeps three neighbours (two on an open edge) and no
+     face around it turns over (normal within ~78 degrees of before); an edge refused once
+     does not compete again, and a round that keeps none ends the rounds;
+  5. collapsed: the lower end (or the boundary end) moves to the point and takes the summed
+     quadric; the edge's faces vanish.
+
+Quadrics are float64 in a frame scaled to the unit box. The vertices' first quadrics are
+exact fixed-point group sums (kernels/segment_sums.py, the same bits in any order) and a
+collapse adds two quadrics once, so the result does not depend on the order the hardware
+works in: the same mesh gives the same bits on every run (ties in cost go by a hash of the
+edge, then by a stable sort).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from kernels.edge_collapse import MODES, collapse_costs
+from pipeline.face_graph import group_sums
+
+__all__ = ["decimate"]
+
+# The cheapest share of the collapsible edges that compete in one round.
+SHARE = 0.25
+# Selection passes per round (each takes more edges clear of those taken before).
+PASSES = 3
+# Rounds at most (each removes ~10-20% of the faces; 64 would take 5M to under 100).
+MAX_ROUNDS = 64
+# A face around a collapse whose unit normal's dot with its old one falls below this turns.
+FLIP_COS = 0.2
+# Weight of the plane through an open boundary edge, perpendicular to its face (per squared
+# edge length), that holds the boundary's shape.
+BOUNDARY_WEIGHT = 1.0
+
+
+def _plane_quadrics(normals: Tensor, points: Tensor, weights: Tensor) -> Tensor:
+    """Unit normals [n, 3], a point on each plane [n, 3], weights [n] -> [n, 10] quadrics
+    (a², ab, ac, b², bc, c², ad, bd, cd, d²) times the weight."""
+    a, b, c = normals.unbind(1)
+    d = -(normals * points).sum(1)
+    q = torch.stack((a * a, a * b, a * c, b * b, b * c, c * c, a * d, b * d, c * d, d * d), 1)
+    return q * weights[:, None]
+
+
+def _unit(vectors: Tensor) -> tuple[Tensor, Tensor]:
+    length = torch.linalg.vector_norm(vectors, dim=1)
+    return vectors / length.clamp_min(1e-300)[:, None], length
+
+
+def _edge_keys(faces: Tensor, vertex_count: int) -> Tensor:
+    """[F * 3] each face corner's outgoing edge (corner k: k -> k+1) as low * V + high."""
+    starts = faces.reshape(-1)
+    ends = faces[:, [1, 2, 0]].reshape(-1)
+    return torch.minimum(starts, ends) * vertex_count + torch.maximum(starts, ends)
+
+
+def _edges(faces: Tensor, vertex_count: int) -> tuple[Tensor, Tensor, Tensor]:
+    """-> low [E], high [E] (sorted by (low, high)), each edge's face count [E]."""
+    unique, counts = torch.unique(_edge_keys(faces, vertex_count), return_counts=True)
+    return unique // vertex_count, unique % vertex_count, counts
+
+
+def _initial_quadrics(points: Tensor, faces: Tensor) -> Tensor:
+    """[V, 10] each vertex's face planes (area weighted) and its open edges' boundary planes."""
+    corners = points[faces]
+    normals, twice_area = _unit(
+        torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    )
+    face_q = _plane_quadrics(normals, corners[:, 0], twice_area / 2)
+    V = len(points)
+    _unique, corner_edge, counts = torch.unique(
+        _edge_keys(faces, V), return_inverse=True, return_counts=True
+    )
+    values = [face_q.repeat_interleave(3, 0)]
+    groups = [faces.reshape(-1)]
+    # Open edges: the plane through the edge, perpendicular to its face.
+    open_corner = torch.nonzero(counts[corner_edge] == 1).squeeze(1)
+    if len(open_corner):
+        face = open_corner // 3
+        start = faces.reshape(-1)[open_corner]
+        end = faces[:, [1, 2, 0]].reshape(-1)[open_corner]
+        along = points[end] - points[start]
+        side, _ = _unit(torch.linalg.cross(along, normals[face]))
+        weight = BOUNDARY_WEIGHT * (along * along).sum(1)
+        edge_q = _plane_quadrics(side, points[start], weight)
+        values += [edge_q, edge_q]
+        groups += [start, end]
+    return group_sums(torch.cat(values), torch.cat(groups), V)
+
+
+def _priority(cost: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    """[E] int64 keys ordering the edges by float32 cost, ties by a hash of the edge: on a flat
+    region every cost is 0, and ties in (low, high) order would run in one direction across
+    it, leaving one edge a ring cheapest in its neighbourhood where a scattered order leaves
+    many."""
+    bits = cost.clamp_min(0).float().view(torch.int32).long()  # +inf's bits are the largest
+    mixed = ((low * 73_856_093) ^ (high * 19_349_663)) & 0x7FFF_FFFF
+    return (bits << 31) | mixed
+
+
+def _among(keys: Tensor, sorted_set: Tensor) -> Tensor:
+    """[n] whether each key is in sorted_set (ascending, unique)."""
+    if len(sorted_set) == 0:
+        return torch.zeros(keys.shape, dtype=torch.bool, device=keys.device)
+    at = torch.searchsorted(sorted_set, keys).clamp_max(len(sorted_set) - 1)
+    return sorted_set[at] == keys
+
+
+def _rank_min(index: Tensor, values: Tensor, size: int, fill: int) -> Tensor:
+    out = torch.full((size,), fill, dtype=values.dtype, device=values.device)
+    return out.scatter_reduce_(0, index, values, "amin")
+
+
+def _link_ok(
+    low: Tensor, high: Tensor, owner: Tensor, chosen: Tensor, counts: Tensor, V: int
+) -> Tensor:
+    """[S] whether each chosen edge's ends share exactly as many neighbours as it has faces
+    (the link condition) and the merged vertex keeps 3 neighbours (2 on an open edge): a
+    tetrahedron or a lone triangle does not fold away. owner [V]: the chosen edge (its index
+    in `chosen`) whose end a vertex is, else -1."""
+    pairs = []
+    for source, other in ((low, high), (high, low)):
+        s = owner[source]
+        mine = s >= 0
+        s, other = s[mine], other[mine]
+        ends = chosen[s]
+        mine = (other != low[ends]) & (other != high[ends])
+        pairs.append(s[mine] * V + other[mine])
+    keys = torch.sort(torch.cat(pairs)).values
+    twice = keys[1:] == keys[:-1]
+    common = torch.bincount(keys[1:][twice] // V, minlength=len(chosen))
+    merged = torch.bincount(keys // V, minlength=len(chosen)) - common
+    edge_counts = counts[chosen]
+    return (common == edge_counts) & (merged >= 3 - (edge_counts == 1).long())
+
+
+def _turns(points: Tensor, faces: Tensor, owner: Tensor, target: Tensor, S: int) -> Tensor:
+    """[S] whether a face around a chosen edge (one corner moving to the edge's target) would
+    turn over or collapse."""
+    corner_owner = owner[faces]
+    moving = corner_owner >= 0
+    around = torch.nonzero(moving.sum(1) == 1).squeeze(1)
+    if len(around) == 0:
+        return torch.zeros(S, dtype=torch.bool, device=faces.device)
+    f = faces[around]
+    move = moving[around]
+    before = points[f]
+    edge = corner_owner[around].amax(1)
+    after = torch.where(move[..., None], target[edge][:, None, :], before)
+    n0, _ = _unit(torch.linalg.cross(before[:, 1] - before[:, 0], before[:, 2] - before[:, 0]))
+    n1, size = _unit(torch.linalg.cross(after[:, 1] - after[:, 0], after[:, 2] - after[:, 0]))
+    bad = ((n0 * n1).sum(1) < FLIP_COS) | (size == 0)
+    flags = torch.zeros(S, dtype=torch.int64, device=faces.device)
+    return flags.scatter_reduce_(0, edge, bad.long(), "amax").bool()
+
+
+def _independent(low: Tensor, high: Tensor, rank: Tensor, candidate: Tensor, V: int) -> Tensor:
+    """Candidate edges no two of which have ends that are the same or adjacent: in PASSES
+    passes, the candidates cheapest within two rings of both their ends that have no end
+    within one ring of an edge taken before -> their indices, ascending."""
+    big = torch.iinfo(torch.int64).max
+    ends = torch.cat((low, high))
+    taken = torch.zeros_like(candidate)
+    for _ in range(PASSES):
+        ranks = torch.where(candidate, rank, big)
+        near = _rank_min(ends, torch.cat((ranks, ranks)), V, big)
+        ring = near.clone().scatter_reduce_(0, ends, torch.cat((near[high], near[low])), "amin")
+        pick = candidate & (ring[low] == rank) & (ring[high] == rank)
+        taken |= pick
+        # Their ends' closed neighbourhoods are claimed.
+        at_end = torch.zeros(V, dtype=torch.bool, device=low.device)
+        at_end[low[pick]] = True
+        at_end[high[pick]] = True
+        claimed = at_end.clone()
+        claimed[low[at_end[high]]] = True
+        claimed[high[at_end[low]]] = True
+        candidate = candidate & ~(claimed[low] | claimed[high])
+    return torch.nonzero(taken).squeeze(1)
+
+
+def decimate(positions: Tensor, faces: Tensor, target: int) -> tuple[Tensor, Tensor]:
+    """positions [V, 3] float32, faces [F, 3] int64 (welded, no degenerate face), on any
+    device -> float32 positions and int64 faces of the vertices still used, with about
+    `target` faces (more where the mesh runs out of safe collapses; never fewer than
+    target - 1). Vertices that did not move keep their exact positions."""
+    V = len(positions)
+    if len(faces) <= target or V == 0:
+        return positions, faces
+    lo, hi = positions.amin(0), positions.amax(0)
+    center, extent = (lo + hi).double() / 2, float((hi - lo).amax()) or 1.0
+    points = (positions.double() - center) / extent
+    q = _initial_quadrics(points, faces)
+    moved = torch.zeros(V, dtype=torch.bool, device=positions.device)
+    # Edges (low * V + high) refused by the link or turn test: they do not compete again.
+    rejected = torch.zeros(0, dtype=torch.int64, device=faces.device)
+    for _ in range(MAX_ROUNDS):
+        needed = (len(faces) - target) // 2
+        if needed <= 0:
+            break
+        low, high, counts = _edges(faces, V)
+        E = len(low)
+        # Vertices on an open edge may only slide along it; those on a non-manifold edge stay.
+        on_open = torch.zeros(V, dtype=torch.bool, device=faces.device)
+        on_open[low[counts == 1]] = True
+        on_open[high[counts == 1]] = True
+        locked = torch.zeros_like(on_open)
+        locked[low[counts > 2]] = True
+        locked[high[counts > 2]] = True
+        open_low, open_high = on_open[low], on_open[high]
+        allowed = (
+            ~(locked[low] | locked[high])
+            & ((counts == 1) | ((counts == 2) & ~(open_low & open_high)))
+            & ~_among(low * V + high, rejected)
+        )
+        # One open end of an interior edge: the collapse goes to it.
+        interior = counts == 2
+        mode = torch.where(
+            ~allowed,
+            MODES["refused"],
+            torch.where(
+                interior & open_low,
+                MODES["low"],
+                torch.where(interior & open_high, MODES["high"], MODES["optimal"]),
+            ),
+        )
+        target_points, cost = collapse_costs(q, points, low, high, mode)
+        order = torch.argsort(_priority(cost, low, high), stable=True)
+        rank = torch.empty(E, dtype=torch.int64, device=faces.device)
+        rank[order] = torch.arange(E, device=faces.device)
+        competing = (allowed.sum() * SHARE).long().clamp(1, needed)  # on the device: no sync
+        candidate = (rank < competing) & allowed
+        chosen = _independent(low, high, rank, candidate, V)
+        if len(chosen) == 0:
+            break
+        S = len(chosen)
+        owner = torch.full((V,), -1, dtype=torch.int64, device=faces.device)
+        index = torch.arange(S, device=faces.device)
+        owner[low[chosen]] = index
+        owner[high[chosen]] = index
+        ok = _link_ok(low, high, owner, chosen, counts, V)
+        ok &= ~_turns(points, faces, owner, target_points[chosen], S)
+        if not bool(ok.all()):
+            rejected = torch.cat((rejected, low[chosen[~ok]] * V + high[chosen[~ok]])).unique()
+        chosen = chosen[ok]
+        if len(chosen) == 0:  # nothing safe among the cheapest: stop (bounded on soups)
+            break
+        # The boundary end of an interior edge with one, else the lower end, stays.
+        keep_high = open_high[chosen] & ~open_low[chosen] & (counts[chosen] == 2)
+        keep = torch.where(keep_high, high[chosen], low[chosen])
+        gone = torch.where(keep_high, low[chosen], high[chosen])
+        points[keep] = target_points[chosen]
+        q[keep] = q[low[chosen]] + q[high[chosen]]
+        moved[keep] = True
+        remap = torch.arange(V, device=faces.device)
+        remap[gone] = keep
+        faces = remap[faces]
+        faces = faces[
+            (faces[:, 0] != faces[:, 1])
+            & (faces[:, 1] != faces[:, 2])
+            & (faces[:, 2] != faces[:, 0])
+        ]
+    out = torch.where(moved[:, None], (points * extent + center).float(), positions)
+    used = torch.zeros(V, dtype=torch.bool, device=faces.device)
+    used[faces.reshape(-1)] = True
+    new_index = torch.cumsum(used, 0) - 1
+    return out[used], new_index[faces]

@@ -1,0 +1,208 @@
+"""decimate: the GPU rounds of parallel edge collapses keep a closed surface closed, manifold,
+consistently wound and on its shape; hold an open border's outline; leave lone triangles,
+small closed pieces and non-manifold edges alone; give the same bits twice; and simplify
+calls them on CUDA only far over the budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from pipeline import decimate as decimate_module
+from pipeline import simplify as simplify_module
+from pipeline.decimate import decimate
+
+
+def as_tensors(mesh: trimesh.Trimesh) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.tensor(mesh.vertices, dtype=torch.float32), torch.tensor(mesh.faces)
+
+
+def edge_uses(faces: np.ndarray) -> dict[tuple[int, int], int]:
+    """Each directed edge's count (corner k -> k+1)."""
+    directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    keys, counts = np.unique(directed, axis=0, return_counts=True)
+    return {(int(a), int(b)): int(c) for (a, b), c in zip(keys, counts, strict=True)}
+
+
+def components(vertex_count: int, faces: np.ndarray) -> int:
+    rows = np.concatenate([faces[:, 0], faces[:, 1]])
+    cols = np.concatenate([faces[:, 1], faces[:, 2]])
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(vertex_count,) * 2)
+    return connected_components(graph, directed=False)[0]
+
+
+def height_field(n: int) -> trimesh.Trimesh:
+    """An open square sheet z = 0.1 sin(3x) cos(2y) over [0, 1]^2, n x n quads."""
+    x, y = np.meshgrid(np.linspace(0, 1, n + 1), np.linspace(0, 1, n + 1), indexing="ij")
+    points = np.stack([x, y, 0.1 * np.sin(3 * x) * np.cos(2 * y)], -1).reshape(-1, 3)
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    a = (i * (n + 1) + j).ravel()
+    b, c, d = a + n + 1, a + 1, a + n + 2
+    faces = np.concatenate([np.stack([a, b, c], 1), np.stack([c, b, d], 1)])
+    return trimesh.Trimesh(points, faces, process=False)
+
+
+def test_a_closed_sphere_stays_closed_manifold_wound_and_round() -> None:
+    positions, faces = as_tensors(trimesh.creation.icosphere(subdivisions=5))
+    out_positions, out_faces = decimate(positions, faces, 2000)
+    f = out_faces.numpy()
+    assert 1999 <= len(f) <= 2001
+    uses = edge_uses(f)
+    assert set(uses.values()) == {1}  # every directed edge once: consistent winding
+    assert all((b, a) in uses for a, b in uses)  # and its twin: closed, two faces an edge
+    assert len(out_positions) - len(uses) // 2 + len(f) == 2  # Euler: still a sphere
+    radius = torch.linalg.vector_norm(out_positions, dim=1)
+    assert float((radius - 1).abs().max()) < 5e-3
+    again = decimate(positions, faces, 2000)
+    assert torch.equal(again[0], out_positions) and torch.equal(again[1], out_faces)
+
+
+def test_unmoved_vertices_keep_their_exact_positions() -> None:
+    positions, faces = as_tensors(trimesh.creation.icosphere(subdivisions=4))
+    out_positions, _ = decimate(positions, faces, 4000)
+    exact = (out_positions[:, None, :] == positions[None, :, :]).all(2).any(1)
+    assert 0 < int(exact.sum()) < len(out_positions)
+    assert torch.equal(decimate(positions, faces, len(faces))[1], faces)  # under: unchanged
+
+
+def test_an_open_sheet_keeps_its_outline() -> None:
+    sheet = height_field(60)
+    positions, faces = as_tensors(sheet)
+    out_positions, out_faces = decimate(positions, faces, 600)
+    assert len(out_faces) <= 601
+    uses = edge_uses(out_faces.numpy())
+    border = {v for a, b in uses if (b, a) not in uses for v in (a, b)}
+    xy = out_positions[sorted(border), :2].numpy()
+    off_square = np.minimum(np.minimum(xy[:, 0], 1 - xy[:, 0]), np.minimum(xy[:, 1], 1 - xy[:, 1]))
+    assert np.abs(off_square).max() < 1e-3  # open-edge vertices stay on the square's sides
+    lo, hi = out_positions[:, :2].amin(0), out_positions[:, :2].amax(0)
+    assert torch.allclose(lo, torch.zeros(2), atol=1e-4) and torch.allclose(
+        hi, torch.ones(2), atol=1e-4
+    )
+    assert components(len(out_positions), out_faces.numpy()) == 1
+
+
+def test_lone_triangles_and_small_closed_pieces_stay() -> None:
+    sphere = trimesh.creation.icosphere(subdivisions=4)
+    pieces = [sphere]
+    generator = np.random.default_rng(0)
+    for k in range(12):
+        box = trimesh.creation.box(extents=(0.05, 0.05, 0.05))
+        pieces.append(box.apply_translation([2 + k * 0.1, 0, 0]))
+    lone = generator.random((40, 3, 3)) * 0.02 + np.array([0, 3, 0])
+    soup = trimesh.Trimesh(lone.reshape(-1, 3), np.arange(120).reshape(40, 3), process=False)
+    mesh = trimesh.util.concatenate([*pieces, soup])
+    positions, faces = as_tensors(mesh)
+    before = components(len(positions), faces.numpy())
+    out_positions, out_faces = decimate(positions, faces, 1000)
+    assert components(len(out_positions), out_faces.numpy()) == before
+    # The soup's triangles are all still there, untouched.
+    kept = {tuple(np.round(t, 6).ravel()) for t in out_positions[out_faces].numpy()}
+    assert all(tuple(np.round(t, 6).ravel()) in kept for t in lone.astype(np.float32))
+
+
+def test_non_manifold_edges_stay_put() -> None:
+    """A T: a vertical sheet standing on a flat one along the line x = 0.5, every edge of
+    that line used by four faces: its vertices keep their exact places."""
+    n = 40
+    flat = height_field(n)
+    flat.vertices[:, 2] = 0.0
+    junction = np.arange(n + 1) + (n // 2) * (n + 1)  # the flat sheet's vertices at x = 0.5
+    y, z = np.meshgrid(np.linspace(0, 1, n + 1), np.linspace(0, 0.5, n // 2 + 1), indexing="ij")
+    wall = np.stack([np.full_like(y, 0.5), y, z], -1).reshape(-1, 3)  # [n + 1, n / 2 + 1]
+    index = np.arange(len(wall)).reshape(n + 1, n // 2 + 1) + len(flat.vertices)
+    index[:, 0] = junction  # the wall's foot is the flat sheet's line
+    i, j = np.meshgrid(np.arange(n), np.arange(n // 2), indexing="ij")
+    a, b, c, d = index[i, j], index[i + 1, j], index[i, j + 1], index[i + 1, j + 1]
+    wall_faces = np.concatenate(
+        [
+            np.stack([a.ravel(), b.ravel(), c.ravel()], 1),
+            np.stack([c.ravel(), b.ravel(), d.ravel()], 1),
+        ]
+    )
+    positions = torch.tensor(np.concatenate([flat.vertices, wall]), dtype=torch.float32)
+    faces = torch.tensor(np.concatenate([flat.faces, wall_faces]))
+    out_positions, out_faces = decimate(positions, faces, 400)
+    assert len(out_faces) < len(faces) // 4
+    for v in junction:
+        assert (out_positions == positions[v]).all(1).any()
+
+
+def test_simplify_decimates_on_cuda_only_far_over_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = []
+
+    def spy(positions: torch.Tensor, faces: torch.Tensor, target: int):
+        calls.append((len(faces), target))
+        return decimate(positions, faces, target)
+
+    monkeypatch.setattr(simplify_module, "decimate", spy)
+    positions, faces = as_tensors(trimesh.creation.icosphere(subdivisions=5))
+    simplify_module.simplify(positions, faces, 1000)  # on the CPU: never
+    assert calls == []
+    if not torch.cuda.is_available():
+        return
+    budget = len(faces) // (simplify_module.DECIMATE_FROM + 1)
+    _points, triangles = simplify_module.simplify(positions.cuda(), faces.cuda(), budget)
+    assert calls == [(len(faces), simplify_module.DECIMATE_TO * budget)]
+    assert abs(len(triangles) - budget) <= budget // 50
+
+
+def test_a_round_without_safe_collapses_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    rounds = []
+    real = decimate_module._independent
+
+    def counted(*args):
+        rounds.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(decimate_module, "_independent", counted)
+    generator = torch.Generator().manual_seed(1)
+    positions = torch.rand(3000, 3, generator=generator)
+    faces = torch.arange(3000).reshape(1000, 3)
+    _out_positions, out_faces = decimate(positions, faces, 100)
+    assert len(out_faces) == 1000 and len(rounds) == 1
+
+
+def test_the_link_condition_refuses_a_collapse_through_a_ring() -> None:
+    """An open tube of triangular section: a rim edge's ends share its face's third vertex and
+    the rim's third vertex, so collapsing it would pinch the rim; a sphere's edge is fine."""
+    ring = [[np.cos(t), np.sin(t)] for t in np.arange(3) * 2 * np.pi / 3]
+    points = np.array([[x, y, z] for z in (0.0, 1.0) for x, y in ring])
+    faces = np.array(
+        [[k, (k + 1) % 3, k + 3] for k in range(3)]
+        + [[(k + 1) % 3, (k + 1) % 3 + 3, k + 3] for k in range(3)]
+    )
+    for positions, faces_t, edge in (
+        (torch.tensor(points), torch.tensor(faces), (0, 1)),
+        (*as_tensors(trimesh.creation.icosphere(subdivisions=2)), None),
+    ):
+        V = len(positions)
+        low, high, counts = decimate_module._edges(faces_t, V)
+        index = 0 if edge is None else int(torch.nonzero((low == edge[0]) & (high == edge[1])))
+        chosen = torch.tensor([index])
+        owner = torch.full((V,), -1, dtype=torch.int64)
+        owner[low[index]] = owner[high[index]] = 0
+        ok = decimate_module._link_ok(low, high, owner, chosen, counts, V)
+        assert bool(ok[0]) == (edge is None)
+
+
+def test_chosen_edges_have_no_shared_or_adjacent_ends() -> None:
+    positions, faces = as_tensors(trimesh.creation.icosphere(subdivisions=3))
+    V = len(positions)
+    low, high, _ = decimate_module._edges(faces, V)
+    rank = torch.randperm(len(low), generator=torch.Generator().manual_seed(2))
+    candidate = rank < len(low) // 2
+    chosen = decimate_module._independent(low, high, rank, candidate, V)
+    assert len(chosen) > len(low) // 40 and bool(candidate[chosen].all())
+    adjacent = {(int(a), int(b)) for a, b in zip(low, high, strict=True)}
+    adjacent |= {(b, a) for a, b in adjacent} | {(v, v) for v in range(V)}
+    ends = [(int(low[e]), int(high[e])) for e in chosen]
+    for i, first in enumerate(ends):
+        for second in ends[i + 1 :]:
+            assert not any((u, w) in adjacent for u in first for w in second)

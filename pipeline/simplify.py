@@ -40,11 +40,12 @@ FACES_PER_SLAB = 80_000
 STRIP_SHARE = 0.5
 # On CUDA, a mesh of more than DECIMATE_FROM times the budget's faces is first brought down
 # to DECIMATE_TO times it on the GPU (pipeline/decimate.py), and the slabs start from there.
-# Measured (H100 host, perf/RESULTS.md): at the 1024 grid (2.7M-4.6M faces) the GPU rounds
-# cut simplification by 15-47%; at the 384 grid (190k-720k faces) they added 29-70% (their
-# ~36 rounds cost a few milliseconds each whatever the size). To 2x the budget did as well
+# Measured (H100 host, perf/RESULTS.md): at the 1024 grid (2.7M-5.2M faces) the GPU rounds
+# cut simplification by 16-40%; at the 384 grid (190k-720k faces) they added 21-70% (their
+# ~36 rounds cost a few milliseconds each whatever the size). Between the two not measured:
+# 30 x 80k = 2.4M keeps them where they were measured to gain. To 2x the budget did as well
 # as 4x, with surfaces as close to the input as without.
-DECIMATE_FROM = 12
+DECIMATE_FROM = 30
 DECIMATE_TO = 2
 
 

@@ -111,6 +111,18 @@ if triton is not None:
         return quad + 2 * (ad * x + bd * y + cd * z) + dd
 
     @triton.jit
+    def _summed(q_ptr, lo, hi, k: tl.constexpr, inside):
+        """Column k of the quadrics at row offsets lo and hi, summed."""
+        low = tl.load(q_ptr + lo + k, mask=inside, other=0.0)
+        return low + tl.load(q_ptr + hi + k, mask=inside, other=0.0)
+
+    @triton.jit
+    def _point(p_ptr, at, inside):
+        x = tl.load(p_ptr + at, mask=inside, other=0.0)
+        y = tl.load(p_ptr + at + 1, mask=inside, other=0.0)
+        return x, y, tl.load(p_ptr + at + 2, mask=inside, other=0.0)
+
+    @triton.jit
     def _pick(better, a, b):
         return tl.where(better, a, b)
 
@@ -132,43 +144,24 @@ if triton is not None:
         lo = tl.load(low_ptr + e, mask=inside, other=0) * 10
         hi = tl.load(high_ptr + e, mask=inside, other=0) * 10
         mode = tl.load(mode_ptr + e, mask=inside, other=3)
-        aa = tl.load(q_ptr + lo, mask=inside, other=0.0) + tl.load(
-            q_ptr + hi, mask=inside, other=0.0
+        aa, ab, ac = (
+            _summed(q_ptr, lo, hi, 0, inside),
+            _summed(q_ptr, lo, hi, 1, inside),
+            _summed(q_ptr, lo, hi, 2, inside),
         )
-        ab = tl.load(q_ptr + lo + 1, mask=inside, other=0.0) + tl.load(
-            q_ptr + hi + 1, mask=inside, other=0.0
+        bb, bc, cc = (
+            _summed(q_ptr, lo, hi, 3, inside),
+            _summed(q_ptr, lo, hi, 4, inside),
+            _summed(q_ptr, lo, hi, 5, inside),
         )
-        ac = tl.load(q_ptr + lo + 2, mask=inside, other=0.0) + tl.load(
-            q_ptr + hi + 2, mask=inside, other=0.0
+        ad, bd, cd = (
+            _summed(q_ptr, lo, hi, 6, inside),
+            _summed(q_ptr, lo, hi, 7, inside),
+            _summed(q_ptr, lo, hi, 8, inside),
         )
-        bb = tl.load(q_ptr + lo + 3, mask=inside, other=0.0) + tl.load(
-            q_ptr + hi + 3, mask=inside, other=0.0
-        )
-        bc = tl.load(q_ptr + lo + 4, mask=inside, other=0.0) + tl.load(
-            q_ptr + hi + 4, mask=inside, other=0.0
-        )
-        cc = tl.load(q_ptr + lo + 5, mask=inside, other=0.0) + tl.load(
-            q_ptr + hi + 5, mask=inside, other=0.0
-        )
-        ad = tl.load(q_ptr + lo + 6, mask=inside, other=0.0) + tl.load(
-            q_ptr + hi + 6, mask=inside, other=0.0
-        )
-        bd = tl.load(q_ptr + lo + 7, mask=inside, other=0.0) + tl.load(
-            q_ptr + hi + 7, mask=inside, other=0.0
-        )
-        cd = tl.load(q_ptr + lo + 8, mask=inside, other=0.0) + tl.load(
-            q_ptr + hi + 8, mask=inside, other=0.0
-        )
-        dd = tl.load(q_ptr + lo + 9, mask=inside, other=0.0) + tl.load(
-            q_ptr + hi + 9, mask=inside, other=0.0
-        )
-        pl, ph = lo // 10 * 3, hi // 10 * 3
-        ax = tl.load(p_ptr + pl, mask=inside, other=0.0)
-        ay = tl.load(p_ptr + pl + 1, mask=inside, other=0.0)
-        az = tl.load(p_ptr + pl + 2, mask=inside, other=0.0)
-        bx = tl.load(p_ptr + ph, mask=inside, other=0.0)
-        by = tl.load(p_ptr + ph + 1, mask=inside, other=0.0)
-        bz = tl.load(p_ptr + ph + 2, mask=inside, other=0.0)
+        dd = _summed(q_ptr, lo, hi, 9, inside)
+        ax, ay, az = _point(p_ptr, lo // 10 * 3, inside)
+        bx, by, bz = _point(p_ptr, hi // 10 * 3, inside)
         c00, c01, c02 = bb * cc - bc * bc, ac * bc - ab * cc, ab * bc - ac * bb
         c11, c12, c22 = aa * cc - ac * ac, ab * ac - aa * bc, aa * bb - ab * ab
         det = aa * c00 + ab * c01 + ac * c02

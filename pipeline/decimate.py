@@ -40,6 +40,8 @@ __all__ = ["decimate"]
 
 # The cheapest share of the collapsible edges that compete in one round.
 SHARE = 0.25
+# Edges sampled to place a round's SHARE threshold (every E // SAMPLE-th).
+SAMPLE = 1 << 16
 # Selection passes per round (each takes more edges clear of those taken before).
 PASSES = 3
 # Rounds at most (each removes ~10-20% of the faces; 64 would take 5M to under 100).
@@ -106,14 +108,24 @@ def _initial_quadrics(points: Tensor, faces: Tensor) -> Tensor:
     return group_sums(torch.cat(values), torch.cat(groups), V)
 
 
-def _priority(cost: Tensor, low: Tensor, high: Tensor) -> Tensor:
-    """[E] int64 keys ordering the edges by float32 cost, ties by a hash of the edge: on a flat
-    region every cost is 0, and ties in (low, high) order would run in one direction across
-    it, leaving one edge a ring cheapest in its neighbourhood where a scattered order leaves
-    many."""
+def _priority(cost: Tensor) -> Tensor:
+    """[E] distinct int64 keys ordering the edges by float32 cost, ties by a multiplicative
+    hash of the edge's index (odd, so a bijection on 32 bits: no two keys are equal). On a
+    flat region every cost is 0, and ties in edge order would run one way across it, leaving
+    one edge a region cheapest within its rings where a scattered order leaves many."""
     bits = cost.clamp_min(0).float().view(torch.int32).long()  # +inf's bits are the largest
-    mixed = ((low * 73_856_093) ^ (high * 19_349_663)) & 0x7FFF_FFFF
-    return (bits << 31) | mixed
+    index = torch.arange(len(cost), device=cost.device)
+    return (bits << 32) | ((index * 2_654_435_761) & 0xFFFF_FFFF)
+
+
+def _threshold(priority: Tensor, allowed: Tensor) -> Tensor:
+    """0-d: the key below which about SHARE of the allowed edges lie, from an even sample of
+    at most ~2 SAMPLE keys (no full sort, no host sync)."""
+    stride = max(1, len(priority) // SAMPLE)
+    big = torch.iinfo(torch.int64).max
+    ordered = torch.sort(torch.where(allowed, priority, big)[::stride]).values
+    at = (allowed[::stride].sum() * SHARE).long().clamp(1, len(ordered) - 1)
+    return ordered[at]
 
 
 def _among(keys: Tensor, sorted_set: Tensor) -> Tensor:
@@ -136,18 +148,17 @@ def _link_ok(
     (the link condition) and the merged vertex keeps 3 neighbours (2 on an open edge): a
     tetrahedron or a lone triangle does not fold away. owner [V]: the chosen edge (its index
     in `chosen`) whose end a vertex is, else -1."""
-    pairs = []
-    for source, other in ((low, high), (high, low)):
-        s = owner[source]
-        mine = s >= 0
-        s, other = s[mine], other[mine]
-        ends = chosen[s]
-        mine = (other != low[ends]) & (other != high[ends])
-        pairs.append(s[mine] * V + other[mine])
-    keys = torch.sort(torch.cat(pairs)).values
-    twice = keys[1:] == keys[:-1]
-    common = torch.bincount(keys[1:][twice] // V, minlength=len(chosen))
-    merged = torch.bincount(keys // V, minlength=len(chosen)) - common
+    S = len(chosen)
+    source, other = torch.cat((low, high)), torch.cat((high, low))
+    s = owner[source]
+    ends = chosen[s.clamp_min(0)]
+    mine = torch.nonzero((s >= 0) & (other != low[ends]) & (other != high[ends])).squeeze(1)
+    keys = torch.sort(s[mine] * V + other[mine]).values
+    twice = (keys[1:] == keys[:-1]).long()
+    common = torch.zeros(S, dtype=torch.int64, device=low.device)
+    common.scatter_add_(0, keys[1:] // V, twice)
+    neighbours = torch.zeros_like(common).scatter_add_(0, keys // V, torch.ones_like(keys))
+    merged = neighbours - common
     edge_counts = counts[chosen]
     return (common == edge_counts) & (merged >= 3 - (edge_counts == 1).long())
 
@@ -172,10 +183,18 @@ def _turns(points: Tensor, faces: Tensor, owner: Tensor, target: Tensor, S: int)
     return flags.scatter_reduce_(0, edge, bad.long(), "amax").bool()
 
 
+def _marked(ends: Tensor, flags: Tensor, V: int) -> Tensor:
+    """[V] whether any i with flags[i] has ends[i] == v (an integer scatter: no host sync,
+    where a boolean index would wait for its count)."""
+    out = torch.zeros(V, dtype=torch.int32, device=ends.device)
+    return out.scatter_reduce_(0, ends, flags.int(), "amax").bool()
+
+
 def _independent(low: Tensor, high: Tensor, rank: Tensor, candidate: Tensor, V: int) -> Tensor:
     """Candidate edges no two of which have ends that are the same or adjacent: in PASSES
     passes, the candidates cheapest within two rings of both their ends that have no end
-    within one ring of an edge taken before -> their indices, ascending."""
+    within one ring of an edge taken before -> their indices, ascending. rank [E]: distinct
+    int64 keys, the cheapest lowest."""
     big = torch.iinfo(torch.int64).max
     ends = torch.cat((low, high))
     taken = torch.zeros_like(candidate)
@@ -186,12 +205,8 @@ def _independent(low: Tensor, high: Tensor, rank: Tensor, candidate: Tensor, V: 
         pick = candidate & (ring[low] == rank) & (ring[high] == rank)
         taken |= pick
         # Their ends' closed neighbourhoods are claimed.
-        at_end = torch.zeros(V, dtype=torch.bool, device=low.device)
-        at_end[low[pick]] = True
-        at_end[high[pick]] = True
-        claimed = at_end.clone()
-        claimed[low[at_end[high]]] = True
-        claimed[high[at_end[low]]] = True
+        at_end = _marked(ends, torch.cat((pick, pick)), V)
+        claimed = at_end | _marked(ends, torch.cat((at_end[high], at_end[low])), V)
         candidate = candidate & ~(claimed[low] | claimed[high])
     return torch.nonzero(taken).squeeze(1)
 
@@ -216,14 +231,10 @@ def decimate(positions: Tensor, faces: Tensor, target: int) -> tuple[Tensor, Ten
         if needed <= 0:
             break
         low, high, counts = _edges(faces, V)
-        E = len(low)
         # Vertices on an open edge may only slide along it; those on a non-manifold edge stay.
-        on_open = torch.zeros(V, dtype=torch.bool, device=faces.device)
-        on_open[low[counts == 1]] = True
-        on_open[high[counts == 1]] = True
-        locked = torch.zeros_like(on_open)
-        locked[low[counts > 2]] = True
-        locked[high[counts > 2]] = True
+        ends = torch.cat((low, high))
+        on_open = _marked(ends, torch.cat((counts == 1, counts == 1)), V)
+        locked = _marked(ends, torch.cat((counts > 2, counts > 2)), V)
         open_low, open_high = on_open[low], on_open[high]
         allowed = (
             ~(locked[low] | locked[high])
@@ -242,14 +253,13 @@ def decimate(positions: Tensor, faces: Tensor, target: int) -> tuple[Tensor, Ten
             ),
         )
         target_points, cost = collapse_costs(q, points, low, high, mode)
-        order = torch.argsort(_priority(cost, low, high), stable=True)
-        rank = torch.empty(E, dtype=torch.int64, device=faces.device)
-        rank[order] = torch.arange(E, device=faces.device)
-        competing = (allowed.sum() * SHARE).long().clamp(1, needed)  # on the device: no sync
-        candidate = (rank < competing) & allowed
-        chosen = _independent(low, high, rank, candidate, V)
+        priority = _priority(cost)
+        candidate = allowed & (priority < _threshold(priority, allowed))
+        chosen = _independent(low, high, priority, candidate, V)
         if len(chosen) == 0:
             break
+        if len(chosen) > needed:  # no more than the target needs: the cheapest
+            chosen = torch.sort(chosen[torch.argsort(priority[chosen])[:needed]]).values
         S = len(chosen)
         owner = torch.full((V,), -1, dtype=torch.int64, device=faces.device)
         index = torch.arange(S, device=faces.device)

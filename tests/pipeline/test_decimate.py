@@ -206,3 +206,30 @@ def test_chosen_edges_have_no_shared_or_adjacent_ends() -> None:
     for i, first in enumerate(ends):
         for second in ends[i + 1 :]:
             assert not any((u, w) in adjacent for u in first for w in second)
+
+
+def test_priorities_are_distinct_and_ordered_by_cost() -> None:
+    generator = torch.Generator().manual_seed(3)
+    cost = torch.rand(200_000, generator=generator, dtype=torch.float64)
+    cost[::3] = 0.0  # a flat region's ties
+    cost[::7] = torch.inf
+    keys = decimate_module._priority(cost)
+    assert len(torch.unique(keys)) == len(keys)
+    ordered = cost.float()[torch.argsort(keys)]
+    assert bool((ordered[1:] >= ordered[:-1]).all())
+    zeros = torch.nonzero(cost[torch.argsort(keys)] == 0).squeeze(1)
+    first = torch.argsort(keys)[zeros[:100]]
+    assert not bool((first[1:] > first[:-1]).all())  # ties not in index order
+
+
+def test_the_threshold_takes_about_the_share_of_allowed_edges() -> None:
+    generator = torch.Generator().manual_seed(4)
+    cost = torch.rand(1_000_000, generator=generator, dtype=torch.float64)
+    allowed = torch.rand(1_000_000, generator=generator) < 0.6
+    keys = decimate_module._priority(cost)
+    taken = allowed & (keys < decimate_module._threshold(keys, allowed))
+    share = int(taken.sum()) / int(allowed.sum())
+    assert abs(share - decimate_module.SHARE) < 0.01
+    small = allowed[:5000]  # under SAMPLE: exact
+    taken = small & (keys[:5000] < decimate_module._threshold(keys[:5000], small))
+    assert int(taken.sum()) == int(int(small.sum()) * decimate_module.SHARE)

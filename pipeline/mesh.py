@@ -3,9 +3,10 @@
 Recipe (process_mesh):
   1. weld vertices that share a position (generators emit soups or near-soups);
   2. drop degenerate faces (on the device, where the raw mesh is);
-  3. simplify to the face budget (pipeline/simplify.py: slabs cut on the mesh's device and
-     simplified in host processes; winding does not matter to it, so the steps below run on
-     the small mesh), and weld its slabs back together;
+  3. simplify to the face budget (pipeline/simplify.py: on CUDA rounds of parallel edge
+     collapse on the GPU, pipeline/decimate.py; elsewhere slabs cut on the mesh's device and
+     simplified in host processes; winding does not matter to either, so the steps below run
+     on the small mesh), and weld the slabs back together;
   4. drop degenerate and duplicate faces, wind every manifold piece consistently, outward;
   5. drop unreferenced vertices;
   (3's weld to 5 run on the GPU when the asset is there, pipeline/winding.py, else on the
@@ -78,8 +79,8 @@ def process_mesh(asset: RawAsset, settings: PipelineSettings) -> Mesh:
     # 2. Degenerate faces.
     faces_t = drop_degenerate(unique, remap[asset.faces.long()])
     mark("mesh.degenerate")
-    # 3. Simplify (the slabs cut on the device, simplified on the host), then weld the slabs.
-    positions, faces = simplify(unique, faces_t, settings.face_budget)
+    # 3. Simplify (on the GPU, or the slabs on the host), then weld the slabs.
+    positions, faces = simplify(unique, faces_t, settings.face_budget, settings.simplify_method)
     mark("mesh.simplify")
     if device.type == "cuda":  # the weld, 4 and 5 on the device: the same faces (winding.py)
         positions_t, faces_t = _welded_clean_outward(

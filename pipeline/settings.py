@@ -78,6 +78,12 @@ class PipelineSettings:
     )
     # mesh
     face_budget: int = setting(80_000, "faces kept by simplification")
+    simplify_method: str = setting(
+        "auto",
+        "simplification: auto = parallel edge collapse on the GPU with CUDA, fast-simplification "
+        "in slabs on the host's worker processes elsewhere; slabs = the host's everywhere",
+        ("auto", "slabs"),
+    )
     fit_margin: float = setting(0.02, "the largest side of the output is 1 minus this")
     # atlas
     atlas_method: str = setting(

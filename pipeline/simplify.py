@@ -1,6 +1,12 @@
-"""Simplification to a face budget: quadric edge collapse on parallel slabs (after GPU rounds
-of parallel collapses where the mesh is on CUDA and far over the budget, DECIMATE_FROM).
+"""Simplification to a face budget: on CUDA, rounds of parallel quadric edge collapse on the
+GPU (pipeline/decimate.py); elsewhere, or with method "slabs", quadric edge collapse on
+parallel slabs in the host's worker processes (below). Measured at both grids the inflate
+generator runs (perf/RESULTS.md, H100 host): the GPU rounds took 35-71% less time than the
+slabs and left the surface nearer the input (the slabs' frozen cuts cost them more than the
+rounds' loss of greedy order). Where the rounds stop short of the budget (lone triangles,
+non-manifold edges), the slabs finish from there.
 
+The slabs:
 The mesh is cut into slabs of equal face count across its longest side, on the mesh's device
 (torch: the faces ranked by centroid, each slab's vertices compacted); each slab is simplified
 in a worker process (pipeline/simplify_workers.py) with its border frozen, so the slabs'
@@ -38,15 +44,6 @@ FACES_PER_SLAB = 80_000
 # there gained at most 0.15 dB for +124 to +132 ms median of mesh stage on an H100 host);
 # at the 1024 grid (TRELLIS.2's) above 1, where it gained 2.3 to 7.7 dB.
 STRIP_SHARE = 0.5
-# On CUDA, a mesh of more than DECIMATE_FROM times the budget's faces is first brought down
-# to DECIMATE_TO times it on the GPU (pipeline/decimate.py), and the slabs start from there.
-# Measured (H100 host, perf/RESULTS.md): at the 1024 grid (2.7M-5.2M faces) the GPU rounds
-# cut simplification by 16-40%; at the 384 grid (190k-720k faces) they added 21-70% (their
-# ~36 rounds cost a few milliseconds each whatever the size). Between the two not measured:
-# 30 x 80k = 2.4M keeps them where they were measured to gain. To 2x the budget did as well
-# as 4x, with surfaces as close to the input as without.
-DECIMATE_FROM = 30
-DECIMATE_TO = 2
 
 
 def _slab_count(face_count: int) -> int:
@@ -109,18 +106,25 @@ def _welded(
 
 
 def simplify(
-    positions: np.ndarray | Tensor, faces: np.ndarray | Tensor, face_budget: int
+    positions: np.ndarray | Tensor,
+    faces: np.ndarray | Tensor,
+    face_budget: int,
+    method: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """positions [V, 3] float32, faces [F, 3] int64 (numpy, or torch on any device: the
-    slabs are cut there) -> about `face_budget` faces on the host (unchanged if under).
+    GPU rounds or the slabs' cutting run there) -> about `face_budget` faces on the host
+    (unchanged if under). method: "auto" (the GPU rounds for CUDA tensors, else the slabs) or
+    "slabs".
 
     The result's vertices are not welded across slabs: call weld on it.
     """
     if len(faces) <= face_budget:
         return _on_host(positions), _on_host(faces)
     positions, faces = torch.as_tensor(positions), torch.as_tensor(faces)
-    if faces.is_cuda and len(faces) > DECIMATE_FROM * face_budget:
-        positions, faces = decimate(positions, faces, DECIMATE_TO * face_budget)
+    if method == "auto" and faces.is_cuda:
+        positions, faces = decimate(positions, faces, face_budget)
+        if len(faces) <= face_budget:
+            return _on_host(positions), _on_host(faces)
     slabs = _slab_count(len(faces))
     if slabs == 1:
         points, triangles = simplify_piece(*_compact(positions, faces), face_budget, False)

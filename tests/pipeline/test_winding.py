@@ -155,7 +155,10 @@ def test_stable_order_of_rows_equals_lexsort(base: int) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_the_mesh_stage_on_cuda_gives_the_host_paths_mesh() -> None:
-    settings = dataclasses.replace(PipelineSettings(device="cpu"), face_budget=4000)
+    # The host's slabs on both: the GPU rounds (CUDA's default) simplify differently.
+    settings = dataclasses.replace(
+        PipelineSettings(device="cpu"), face_budget=4000, simplify_method="slabs"
+    )
     positions, faces = spheres(8, 13)
     asset = RawAsset(
         vertices=torch.from_numpy(positions / 40).float(),

@@ -1,10 +1,10 @@
 """Simplification to a face budget: on CUDA, rounds of parallel quadric edge collapse on the
 GPU (pipeline/decimate.py); elsewhere, or with method "slabs", quadric edge collapse on
 parallel slabs in the host's worker processes (below). Measured at both grids the inflate
-generator runs (perf/RESULTS.md, H100 host): the GPU rounds took 35-71% less time than the
-slabs and left the surface nearer the input (the slabs' frozen cuts cost them more than the
-rounds' loss of greedy order). Where the rounds stop short of the budget (lone triangles,
-non-manifold edges), the slabs finish from there.
+generator runs (perf/RESULTS.md, H100 host, eight meshes of 0.39M-4.6M faces): the GPU
+rounds took 35-72% less time than the slabs and left the surface nearer the input (the
+slabs' frozen cuts cost them more than the rounds' loss of greedy order). Where the rounds
+stop short of the budget (lone triangles, non-manifold edges), the slabs finish from there.
 
 The slabs:
 The mesh is cut into slabs of equal face count across its longest side, on the mesh's device

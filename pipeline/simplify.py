@@ -6,20 +6,18 @@ rounds took 35-72% less time than the slabs and left the surface nearer the inpu
 slabs' frozen cuts cost them more than the rounds' loss of greedy order). Where the rounds
 stop short of the budget (lone triangles, non-manifold edges), the slabs finish from there.
 
-The slabs:
-The mesh is cut into slabs of equal face count across its longest side, on the mesh's device
-(torch: the faces ranked by centroid, each slab's vertices compacted); each slab is simplified
-in a worker process (pipeline/simplify_workers.py) with its border frozen, so the slabs'
-shared vertices keep their exact positions and weld back together. The faces along a frozen
-cut keep the input's density: on a 16-core host and a 1024-grid mesh (5.2M faces) they were
-85% of an 80k budget and the rest of the surface starved (25% at the 384 grid). Where they
-would take more than STRIP_SHARE of the budget, each slab gets its share plus its strip, the
-slabs are welded, and a second pass cuts slabs through the middle of the first ones: the
-strips lie inside its slabs and come down to the budget's density, and its own cuts run
-through faces already near it.
-
-The collapses' plane quadrics (n n^T) and their flip test (each face against itself) do not
-depend on winding, so inconsistently wound input is fine.
+The slabs: the mesh is cut into slabs of equal face count across its longest side, on the
+mesh's device (torch: the faces ranked by centroid, each slab's vertices compacted); each
+slab is simplified in a worker process (pipeline/simplify_workers.py) with its border
+frozen, so the slabs' shared vertices keep their exact positions and weld back together. The
+faces along a frozen cut keep the input's density: on a 16-core host and a 1024-grid mesh
+(5.2M faces) they were 85% of an 80k budget and the rest of the surface starved (25% at the
+384 grid). Where they would take more than STRIP_SHARE of the budget, each slab gets its
+share plus its strip, the slabs are welded, and a second pass cuts slabs through the middle
+of the first ones: the strips lie inside its slabs and come down to the budget's density,
+and its own cuts run through faces already near it. The collapses' plane quadrics (n n^T)
+and their flip test (each face against itself) do not depend on winding, so inconsistently
+wound input is fine.
 """
 
 from __future__ import annotations

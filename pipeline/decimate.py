@@ -148,15 +148,15 @@ def _rank_min(index: Tensor, values: Tensor, size: int, fill: int) -> Tensor:
 
 
 def _link_ok(
-    low: Tensor, high: Tensor, owner: Tensor, chosen: Tensor, counts: Tensor, V: int
+    low: Tensor, high: Tensor, ends: Tensor, owner: Tensor, chosen: Tensor, counts: Tensor, V: int
 ) -> Tensor:
     """[S] whether each chosen edge's ends share exactly as many neighbours as it has faces
     (the link condition) and the merged vertex keeps 3 neighbours (2 on an open edge): a
     tetrahedron or a lone triangle does not fold away. owner [V]: the chosen edge (its index
-    in `chosen`) whose end a vertex is, else -1."""
+    in `chosen`) whose end a vertex is, else -1; ends: cat((low, high))."""
     S = len(chosen)
-    source, other = torch.cat((low, high)), torch.cat((high, low))
-    s = owner[source]
+    other = torch.cat((high, low))
+    s = owner[ends]
     ends = chosen[s.clamp_min(0)]
     mine = torch.nonzero((s >= 0) & (other != low[ends]) & (other != high[ends])).squeeze(1)
     keys = torch.sort(s[mine] * V + other[mine]).values
@@ -196,13 +196,14 @@ def _marked(ends: Tensor, flags: Tensor, V: int) -> Tensor:
     return out.scatter_reduce_(0, ends, flags.int(), "amax").bool()
 
 
-def _independent(low: Tensor, high: Tensor, rank: Tensor, candidate: Tensor, V: int) -> Tensor:
+def _independent(
+    low: Tensor, high: Tensor, ends: Tensor, rank: Tensor, candidate: Tensor, V: int
+) -> Tensor:
     """Candidate edges no two of which have ends that are the same or adjacent: in PASSES
     passes, the candidates cheapest within two rings of both their ends that have no end
     within one ring of an edge taken before -> their indices, ascending. rank [E]: distinct
-    int64 keys, the cheapest lowest."""
+    int64 keys, the cheapest lowest; ends: cat((low, high))."""
     big = torch.iinfo(torch.int64).max
-    ends = torch.cat((low, high))
     taken = torch.zeros_like(candidate)
     for _ in range(PASSES):
         ranks = torch.where(candidate, rank, big)
@@ -220,8 +221,8 @@ def _independent(low: Tensor, high: Tensor, rank: Tensor, candidate: Tensor, V: 
 def decimate(positions: Tensor, faces: Tensor, target: int) -> tuple[Tensor, Tensor]:
     """positions [V, 3] float32, faces [F, 3] int64 (welded, no degenerate face), on any
     device -> float32 positions and int64 faces of the vertices still used, with target or
-    target - 1 faces (more where the mesh runs out of safe collapses). Vertices that did not
-    move keep their exact positions."""
+    target - 1 faces (more where the mesh runs out of safe collapses). Vertices no collapse
+    kept keep their exact positions."""
     V = len(positions)
     if len(faces) <= target or V == 0:
         return positions, faces
@@ -261,7 +262,7 @@ def decimate(positions: Tensor, faces: Tensor, target: int) -> tuple[Tensor, Ten
         target_points, cost = collapse_costs(q, points, low, high, mode)
         priority = _priority(cost)
         candidate = allowed & (priority < _threshold(priority, allowed))
-        chosen = _independent(low, high, priority, candidate, V)
+        chosen = _independent(low, high, ends, priority, candidate, V)
         if len(chosen) == 0:
             break
         if len(chosen) > needed:  # no more than the target needs: the cheapest
@@ -271,7 +272,7 @@ def decimate(positions: Tensor, faces: Tensor, target: int) -> tuple[Tensor, Ten
         index = torch.arange(S, device=faces.device)
         owner[low[chosen]] = index
         owner[high[chosen]] = index
-        ok = _link_ok(low, high, owner, chosen, counts, V)
+        ok = _link_ok(low, high, ends, owner, chosen, counts, V)
         ok &= ~_turns(points, faces, owner, target_points[chosen], S)
         if not bool(ok.all()):
             rejected = torch.cat((rejected, low[chosen[~ok]] * V + high[chosen[~ok]])).unique()

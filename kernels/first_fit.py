@@ -37,7 +37,7 @@ try:
 except ImportError:  # CPU-only installs: the reference still imports
     triton = None
 
-__all__ = ["first_fit", "first_fit_reference"]
+__all__ = ["compile_variants", "first_fit", "first_fit_reference"]
 
 # Triton: candidate rows per step of the search, 4 x 512 cells, 8 a lane of 8 warps: the
 # fastest of 4, 8, 16 and 32 rows with 4, 8 or 16 warps on prompts 0, 1, 18 and 1M synthetic
@@ -103,8 +103,9 @@ def first_fit_reference(
 
 
 if triton is not None:
-
-    @triton.jit
+    # The counts vary per asset: unspecialised, one compile (divisible by 16 or not would be
+    # four, each ~0.4 s on the H100 the first time a request met it).
+    @triton.jit(do_not_specialize=["pieces", "rows_stride"])
     def _first_fit_kernel(
         run_ptr,  # [S, grid, grid] int32 free runs, grid - x at the start
         widest_ptr,  # [S, grid] int32 each row's longest free run, grid at the start
@@ -217,6 +218,18 @@ def _first_fit_triton(
         num_warps=NUM_WARPS,
     )
     return out
+
+
+def compile_variants(grid: int, device: torch.device) -> None:
+    """Launch the kernel once in each variant it takes on a `grid`-cell texture (fewer and at
+    least MANY_SHAPES shapes), on shapes of one cell, so a warm-up compiles what any later
+    layout at that grid launches. Nothing to do off CUDA."""
+    if triton is None or device.type != "cuda" or grid < 1:
+        return
+    for shapes in (1, MANY_SHAPES):
+        ones = torch.ones((1, shapes), dtype=torch.int32, device=device)
+        start = torch.arange(shapes + 1, dtype=torch.int32, device=device)[None]
+        _first_fit_triton(torch.zeros_like(ones), ones, start, ones, grid)
 
 
 def first_fit(

@@ -38,6 +38,9 @@ from multiprocessing.connection import Connection
 import numpy as np
 import torch
 
+from kernels import triton_available
+from kernels.components import components_one_program
+from kernels.first_fit import compile_variants
 from kernels.uv_raster import UVRaster, uv_raster
 from pipeline.charts import (
     isolate_faces,
@@ -58,11 +61,12 @@ from pipeline.packing import (
     texel_corners,
 )
 from pipeline.profiling import mark
+from pipeline.raster_layout import grid_cells
 from pipeline.relax import relax_charts
 from pipeline.settings import PipelineSettings
 from pipeline.types import Mesh, UVMesh
 
-__all__ = ["Layout", "chart_atlas", "unwrap"]
+__all__ = ["Layout", "chart_atlas", "unwrap", "warm_up_kernels"]
 
 log = logging.getLogger("pipeline.atlas")
 
@@ -407,3 +411,16 @@ def unwrap(mesh: Mesh, settings: PipelineSettings) -> UVMesh:
         (time.perf_counter() - start) * 1e3,
     )
     return UVMesh(positions, faces, normals, uvs, mesh.frame, layout.stats, layout.raster)
+
+
+def warm_up_kernels(settings: PipelineSettings, device: torch.device) -> None:
+    """Compile the atlas's Triton kernels in the variants that depend on the input, which a
+    warm-up generation's small mesh does not reach: the first fit for many pieces (and few)
+    at this texture's grid, and the one-program components of the fold grouping. Without
+    this the first requests that met them paid ~0.4 s each (H100: 4 of the 24 prompts after
+    the server's warm-up, perf/RESULTS.md). Nothing to do off CUDA or without Triton."""
+    if device.type != "cuda" or not triton_available():
+        return
+    compile_variants(grid_cells(settings.texture_size, settings.gutter)[1], device)
+    pair = torch.tensor([0], dtype=torch.int64, device=device)
+    components_one_program(2, pair, pair + 1)

@@ -25,7 +25,7 @@ from torch import nn
 from kernels.first_fit import first_fit
 from pipeline.packing import Packing, box_sizes
 
-__all__ = ["raster_layout"]
+__all__ = ["grid_cells", "raster_layout"]
 
 # Face-scale pairs handled at once: bounds the memory of the row runs (about 100 bytes a pair).
 PAIRS_PER_CHUNK = 8_000_000
@@ -87,6 +87,12 @@ def _rows(
     )
 
 
+def grid_cells(size: int, gutter: int) -> tuple[int, int]:
+    """The cell side (texels) and cells across a `size`-texel texture with this gutter."""
+    cell = max(gutter, -(-size // MAX_GRID))
+    return cell, size // cell
+
+
 def raster_layout(
     corners: torch.Tensor,
     piece: torch.Tensor,
@@ -105,8 +111,7 @@ def raster_layout(
     C = len(extents)
     if C == 0 or len(scales) == 0 or gutter < 1:
         return None
-    cell = max(gutter, -(-size // MAX_GRID))
-    grid = size // cell
+    cell, grid = grid_cells(size, gutter)
     device = piece.device
     # Largest box first (scale-free: the extents' product), ties by piece.
     order = np.lexsort((np.arange(C), -(extents[:, 0] * extents[:, 1])))

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from kernels import triton_available, triton_status
-from pipeline.atlas import unwrap
+from pipeline.atlas import unwrap, warm_up_kernels
 from pipeline.bake import bake
 from pipeline.decode import decode_image
 from pipeline.errors import GenerationFailed
@@ -261,10 +261,12 @@ class Pipeline:
 
     def warm_up(self) -> Generation:
         """One full generation on a built-in image, so the first request pays no start-up
-        (model kernels, the Triton kernels' compilation, the simplification workers); the
+        (model kernels, the Triton kernels' compilation, the simplification workers), then the
+        atlas kernels' variants its small mesh does not reach (`atlas.warm_up_kernels`); the
         matting's first call on an opaque copy; the fallback's first run, when there is one."""
         self.prepare(warm_up_image(opaque=True))
         result = self.run(warm_up_image(), seed=0)
+        warm_up_kernels(self.settings, self.device)
         if self._fallback is not None:
             self.generate_fallback(self.stage(self.prepare(warm_up_image())), seed=0)
         return result

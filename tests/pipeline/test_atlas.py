@@ -17,6 +17,8 @@ import torch
 import trimesh
 from scipy.ndimage import binary_dilation
 
+import kernels.components as components_kernels
+import kernels.first_fit as first_fit_kernels
 import pipeline.atlas as atlas_module
 import pipeline.nesting as nesting
 from kernels.uv_raster import uv_raster
@@ -24,6 +26,7 @@ from pipeline.atlas import Layout, chart_atlas, unwrap
 from pipeline.charts import SMOOTH_MIN_COS
 from pipeline.generators.inflate import InflateGenerator
 from pipeline.mesh import process_mesh
+from pipeline.raster_layout import grid_cells
 from pipeline.settings import PipelineSettings
 from pipeline.types import Mesh, PreparedImage, RawAsset, UVMesh
 
@@ -375,6 +378,36 @@ def test_on_cuda_the_atlas_is_deterministic_and_overlap_free() -> None:
     # only through float rounding of the projected corners).
     on_cpu = unwrap(mesh, settings(texture_size=1024))
     assert first.stats["charts"] == on_cpu.stats["charts"]
+
+
+@cuda
+@pytest.mark.gpu
+def test_on_cuda_the_kernels_warm_up_leaves_the_atlas_nothing_to_compile() -> None:
+    """After `warm_up_kernels`, layouts of few and many pieces at the settings' grid and the
+    fold grouping's components compile nothing more (each new variant cost a request ~0.4 s)."""
+
+    def compiled() -> int:
+        kernels = (first_fit_kernels._first_fit_kernel, components_kernels._components_kernel)
+        caches = [getattr(kernel, "device_caches", None) for kernel in kernels]
+        if any(cache is None for cache in caches):
+            pytest.skip("this Triton keeps no per-device kernel caches")
+        return sum(len(entry[0]) for cache in caches for entry in cache.values())
+
+    config = settings(texture_size=1024)
+    device = torch.device("cuda")
+    atlas_module.warm_up_kernels(config, device)
+    before = compiled()
+    grid = grid_cells(config.texture_size, config.gutter)[1]
+    for count in (17, first_fit_kernels.MANY_SHAPES + 5):
+        ones = torch.ones((1, count), dtype=torch.int32, device=device)
+        start = torch.arange(count + 1, dtype=torch.int32, device=device)[None]
+        placed = first_fit_kernels.first_fit(0 * ones, 2 * ones, start, 2 * ones, grid)
+        assert bool((placed >= 0).all())
+    for n in (3, 48):
+        a = torch.arange(n - 1, device=device)
+        labels = components_kernels.components_one_program(n, a, a + 1)
+        assert bool((labels == 0).all())
+    assert compiled() == before
 
 
 def assert_pieces_a_gutter_apart(layout: Layout, size: int, gutter: int) -> None:

@@ -442,11 +442,12 @@ def test_the_raster_layout_is_denser_overlap_free_and_a_gutter_apart(
     on the first fit's numpy reference: more of the texture used than the shelves and the
     nesting use, no texel centre in two faces, pieces a gutter apart."""
     mesh = inflated_mesh(name)
-    monkeypatch.setattr(nesting, "RASTER_TRIALS", 8)
     shelved = chart_atlas(mesh.positions, mesh.faces, 256, 2)
     monkeypatch.setattr(nesting, "RASTER_ON_CPU", True)
     layout = chart_atlas(mesh.positions, mesh.faces, 256, 2)
-    # Measured here: ring 0.516 -> 0.558, L 0.437 -> 0.553.
+    # Measured here at the default 32 trial scales: ring 0.511 -> 0.559, L 0.437 -> 0.578. At
+    # 8 the scale steps are coarse: the ring's 0.558 on one CI host was 0.519 on another
+    # (an AMD EPYC, whose CPU maths gave a slightly different inflated ring).
     assert layout.stats["utilisation"] > shelved.stats["utilisation"] + 0.02
     assert not bool(layout.raster.overlapping.any())
     assert_pieces_a_gutter_apart(layout, 256, 2)

@@ -20,6 +20,11 @@ time: each round,
   5. collapsed: the lower end (or the boundary end) moves to the point and takes the summed
      quadric; the edge's faces vanish.
 
+On CUDA a round's modes (step 1's flags and refusals), selection (step 3's passes) and
+collapses (step 5) are Triton kernels (kernels/edge_modes.py, independent_edges.py,
+apply_collapses.py), with the point and error of step 2 (kernels/edge_collapse.py); the torch
+twins give the same bits on any device. The link and turn tests stay torch ops.
+
 Quadrics are float64 in a frame scaled to the unit box. The vertices' first quadrics are
 exact fixed-point group sums (kernels/segment_sums.py, the same bits in any order) and a
 collapse adds two quadrics once, so the result does not depend on the order the hardware
@@ -32,7 +37,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from kernels.apply_collapses import apply_collapses
 from kernels.edge_collapse import MODES, collapse_costs
+from kernels.edge_modes import edge_modes
+from kernels.independent_edges import independent_edges
 from pipeline.face_graph import SegmentSums
 from pipeline.winding import compact
 
@@ -134,19 +142,6 @@ def _threshold(priority: Tensor, allowed: Tensor) -> Tensor:
     return ordered[at]
 
 
-def _among(keys: Tensor, sorted_set: Tensor) -> Tensor:
-    """[n] whether each key is in sorted_set (ascending, unique)."""
-    if len(sorted_set) == 0:
-        return torch.zeros(keys.shape, dtype=torch.bool, device=keys.device)
-    at = torch.searchsorted(sorted_set, keys).clamp_max(len(sorted_set) - 1)
-    return sorted_set[at] == keys
-
-
-def _rank_min(index: Tensor, values: Tensor, size: int, fill: int) -> Tensor:
-    out = torch.full((size,), fill, dtype=values.dtype, device=values.device)
-    return out.scatter_reduce_(0, index, values, "amin")
-
-
 def _link_ok(
     low: Tensor, high: Tensor, ends: Tensor, owner: Tensor, chosen: Tensor, counts: Tensor, V: int
 ) -> Tensor:
@@ -189,33 +184,11 @@ def _turns(points: Tensor, faces: Tensor, owner: Tensor, target: Tensor, S: int)
     return flags.scatter_reduce_(0, edge, bad.long(), "amax").bool()
 
 
-def _marked(ends: Tensor, flags: Tensor, V: int) -> Tensor:
-    """[V] whether any i with flags[i] has ends[i] == v (an integer scatter: no host sync,
-    where a boolean index would wait for its count)."""
-    out = torch.zeros(V, dtype=torch.int32, device=ends.device)
-    return out.scatter_reduce_(0, ends, flags.int(), "amax").bool()
-
-
-def _independent(
-    low: Tensor, high: Tensor, ends: Tensor, rank: Tensor, candidate: Tensor, V: int
-) -> Tensor:
-    """Candidate edges no two of which have ends that are the same or adjacent: in PASSES
-    passes, the candidates cheapest within two rings of both their ends that have no end
-    within one ring of an edge taken before -> their indices, ascending. rank [E]: distinct
-    int64 keys, the cheapest lowest; ends: cat((low, high))."""
-    big = torch.iinfo(torch.int64).max
-    taken = torch.zeros_like(candidate)
-    for _ in range(PASSES):
-        ranks = torch.where(candidate, rank, big)
-        near = _rank_min(ends, torch.cat((ranks, ranks)), V, big)
-        ring = near.clone().scatter_reduce_(0, ends, torch.cat((near[high], near[low])), "amin")
-        pick = candidate & (ring[low] == rank) & (ring[high] == rank)
-        taken |= pick
-        # Their ends' closed neighbourhoods are claimed.
-        at_end = _marked(ends, torch.cat((pick, pick)), V)
-        claimed = at_end | _marked(ends, torch.cat((at_end[high], at_end[low])), V)
-        candidate = candidate & ~(claimed[low] | claimed[high])
-    return torch.nonzero(taken).squeeze(1)
+def _independent(low: Tensor, high: Tensor, rank: Tensor, candidate: Tensor, V: int) -> Tensor:
+    """Candidate edges no two of which have ends that are the same or adjacent, in PASSES
+    passes (kernels/independent_edges.py) -> their indices, ascending. rank [E]: distinct
+    int64 keys, the cheapest lowest."""
+    return torch.nonzero(independent_edges(low, high, rank, candidate, V, PASSES)).squeeze(1)
 
 
 def decimate(positions: Tensor, faces: Tensor, target: int) -> tuple[Tensor, Tensor]:
@@ -238,31 +211,15 @@ def decimate(positions: Tensor, faces: Tensor, target: int) -> tuple[Tensor, Ten
         if needed <= 0:
             break
         low, high, counts = _edges(faces, V)
-        # Vertices on an open edge may only slide along it; those on a non-manifold edge stay.
         ends = torch.cat((low, high))
-        on_open = _marked(ends, torch.cat((counts == 1, counts == 1)), V)
-        locked = _marked(ends, torch.cat((counts > 2, counts > 2)), V)
-        open_low, open_high = on_open[low], on_open[high]
-        allowed = (
-            ~(locked[low] | locked[high])
-            & ((counts == 1) | ((counts == 2) & ~(open_low & open_high)))
-            & ~_among(low * V + high, rejected)
-        )
-        # One open end of an interior edge: the collapse goes to it.
-        interior = counts == 2
-        mode = torch.where(
-            ~allowed,
-            MODES["refused"],
-            torch.where(
-                interior & open_low,
-                MODES["low"],
-                torch.where(interior & open_high, MODES["high"], MODES["optimal"]),
-            ),
-        )
+        # Vertices on an open edge may only slide along it (one open end of an interior edge:
+        # the collapse goes to it); those on a non-manifold edge stay.
+        mode, on_open = edge_modes(low, high, counts, rejected, V)
+        allowed = mode != MODES["refused"]
         target_points, cost = collapse_costs(q, points, low, high, mode)
         priority = _priority(cost)
         candidate = allowed & (priority < _threshold(priority, allowed))
-        chosen = _independent(low, high, ends, priority, candidate, V)
+        chosen = _independent(low, high, priority, candidate, V)
         if len(chosen) == 0:
             break
         if len(chosen) > needed:  # no more than the target needs: the cheapest
@@ -274,26 +231,15 @@ def decimate(positions: Tensor, faces: Tensor, target: int) -> tuple[Tensor, Ten
         owner[high[chosen]] = index
         ok = _link_ok(low, high, ends, owner, chosen, counts, V)
         ok &= ~_turns(points, faces, owner, target_points[chosen], S)
-        if not bool(ok.all()):
-            rejected = torch.cat((rejected, low[chosen[~ok]] * V + high[chosen[~ok]])).unique()
-        chosen = chosen[ok]
-        if len(chosen) == 0:  # nothing safe among the cheapest: stop (bounded on soups)
+        safe = int(ok.sum())
+        if safe < S:
+            refused = chosen[~ok]
+            rejected = torch.cat((rejected, low[refused] * V + high[refused])).unique()
+        if safe == 0:  # nothing safe among the cheapest: stop (bounded on soups)
             break
-        # The boundary end of an interior edge with one, else the lower end, stays.
-        keep_high = open_high[chosen] & ~open_low[chosen] & (counts[chosen] == 2)
-        keep = torch.where(keep_high, high[chosen], low[chosen])
-        gone = torch.where(keep_high, low[chosen], high[chosen])
-        points[keep] = target_points[chosen]
-        q[keep] = q[low[chosen]] + q[high[chosen]]
-        moved[keep] = True
-        remap = torch.arange(V, device=faces.device)
-        remap[gone] = keep
-        faces = remap[faces]
-        faces = faces[
-            (faces[:, 0] != faces[:, 1])
-            & (faces[:, 1] != faces[:, 2])
-            & (faces[:, 2] != faces[:, 0])
-        ]
+        faces = apply_collapses(
+            points, q, moved, faces, low, high, counts, on_open, chosen, ok, target_points
+        )
     return compact(
         torch.where(moved[:, None], (points * extent + center).float(), positions), faces
     )

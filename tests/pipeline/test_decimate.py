@@ -219,8 +219,7 @@ def test_chosen_edges_have_no_shared_or_adjacent_ends() -> None:
     low, high, _ = decimate_module._edges(faces, V)
     rank = torch.randperm(len(low), generator=torch.Generator().manual_seed(2))
     candidate = rank < len(low) // 2
-    ends = torch.cat((low, high))
-    chosen = decimate_module._independent(low, high, ends, rank, candidate, V)
+    chosen = decimate_module._independent(low, high, rank, candidate, V)
     assert len(chosen) > len(low) // 40 and bool(candidate[chosen].all())
     adjacent = {(int(a), int(b)) for a, b in zip(low, high, strict=True)}
     adjacent |= {(b, a) for a, b in adjacent} | {(v, v) for v in range(V)}
@@ -255,3 +254,53 @@ def test_the_threshold_takes_about_the_share_of_allowed_edges() -> None:
     small = allowed[:5000]  # under SAMPLE: exact
     taken = small & (keys[:5000] < decimate_module._threshold(keys[:5000], small))
     assert int(taken.sum()) == int(int(small.sum()) * decimate_module.SHARE)
+
+
+def compiled_variants() -> int:
+    """Variants of the round's Triton kernels this process has compiled (natively)."""
+    from kernels import apply_collapses, edge_collapse, edge_modes, independent_edges
+
+    kernels = (
+        edge_collapse._collapse_kernel,
+        edge_modes._flags_kernel,
+        edge_modes._modes_kernel,
+        independent_edges._near_kernel,
+        independent_edges._ring_kernel,
+        independent_edges._pick_kernel,
+        independent_edges._claim_kernel,
+        apply_collapses._apply_kernel,
+        apply_collapses._faces_kernel,
+    )
+    caches = [getattr(kernel, "device_caches", None) for kernel in kernels]
+    if any(cache is None for cache in caches):
+        pytest.skip("this Triton keeps no per-device kernel caches")
+    return sum(len(entry[0]) for cache in caches for entry in cache.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_rounds_kernels_give_the_twins_mesh_and_compile_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A whole decimation through the round's Triton kernels gives the bits of the same one
+    through their torch twins (on the GPU too), and after one mesh, meshes of other vertex
+    and edge counts (so other alignments of the kernels' buffers) compile nothing more: each
+    new variant would cost a request."""
+    from kernels import apply_collapses, edge_collapse, edge_modes, independent_edges
+
+    meshes = [
+        (*as_tensors(trimesh.creation.icosphere(subdivisions=5)), 3000),
+        (*as_tensors(height_field(61)), 900),  # open: the boundary modes
+    ]
+    got = [decimate(p.cuda(), f.cuda(), target) for p, f, target in meshes]
+    before = compiled_variants()
+    for n, target in ((37, 500), (40, 700), (53, 1111)):
+        mesh = as_tensors(height_field(n))
+        decimate(mesh[0].cuda(), mesh[1].cuda(), target)
+    assert compiled_variants() == before
+    for module in (apply_collapses, edge_collapse, edge_modes, independent_edges):
+        monkeypatch.setattr(module, "triton", None)
+    expected = [decimate(p.cuda(), f.cuda(), target) for p, f, target in meshes]
+    for (p, f), (p_twin, f_twin), (_, _, target) in zip(got, expected, meshes, strict=True):
+        assert torch.equal(p, p_twin) and torch.equal(f, f_twin)
+        assert target - 1 <= len(f) <= target

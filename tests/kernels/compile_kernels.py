@@ -88,6 +88,20 @@ _FIELD = {"points": F32, "voxel_coords": I32, "attrs": F32, "table": I32, "slot_
 
 KERNELS = [
     Kernel(
+        "apply_collapses", "_apply_kernel",
+        {
+            "points_ptr": "*fp64", "q_ptr": "*fp64", "moved_ptr": "*i8", "remap_ptr": I64,
+            "low_ptr": I64, "high_ptr": I64, "counts_ptr": I64, "open_ptr": "*i8",
+            "chosen_ptr": I64, "ok_ptr": "*i8", "target_ptr": "*fp64", "S": "i32",
+        },
+        lambda m: {"BLOCK": m.BLOCK},
+    ),
+    Kernel(
+        "apply_collapses", "_faces_kernel",
+        {"faces_ptr": I64, "remap_ptr": I64, "out_ptr": I64, "alive_ptr": "*i8", "F": "i32"},
+        lambda m: {"BLOCK": m.BLOCK},
+    ),
+    Kernel(
         "components", "_components_kernel",
         {"label_ptr": I64, "a_ptr": I64, "b_ptr": I64, "n": "i32", "m": "i32"},
         lambda m: {"BLOCK": m.BLOCK, "num_warps": m.NUM_WARPS},
@@ -122,6 +136,21 @@ KERNELS = [
         lambda m: {"BLOCK": m.BLOCK, "enable_fp_fusion": False},
         # The torch path's bits: correctly rounded division, no fused multiply-adds.
         in_ptx=("div.rn.f64",), not_in_ptx=("fma.rn.f64",),
+    ),
+    Kernel(
+        "edge_modes", "_flags_kernel",
+        {"low_ptr": I64, "high_ptr": I64, "counts_ptr": I64, "flags_ptr": I32, "E": "i32"},
+        lambda m: {"BLOCK": m.BLOCK},
+        in_ptx=("atom.global",),  # the flags' integer atomic or
+    ),
+    Kernel(
+        "edge_modes", "_modes_kernel",
+        {
+            "low_ptr": I64, "high_ptr": I64, "counts_ptr": I64, "refused_ptr": I64,
+            "flags_ptr": I32, "mode_ptr": I64, "E": "i32", "V": "i32", "R": "i32",
+            "steps": "i32",
+        },
+        lambda m: {"BLOCK": m.BLOCK},
     ),
     Kernel(
         "field_sample", "_build_kernel",
@@ -166,6 +195,38 @@ KERNELS = [
             multiples_of_16=("grid",),
         )
         for block_y in ("BLOCK_Y", "BLOCK_Y_MANY")
+    ),
+    *(
+        Kernel(
+            "independent_edges", "_near_kernel",
+            {
+                "low_ptr": I64, "high_ptr": I64, "rank_ptr": I64, "cand_ptr": "*i8",
+                "claimed_ptr": "*i8", "near_ptr": I64, "E": "i32",
+            },
+            lambda m, drop=drop: {"DROP": drop, "BLOCK": m.BLOCK},
+            variant=f"drop={drop}",
+            in_ptx=("atom.global",),  # the rank minima's integer atomic min
+        )
+        for drop in (False, True)
+    ),
+    Kernel(
+        "independent_edges", "_ring_kernel",
+        {"low_ptr": I64, "high_ptr": I64, "near_ptr": I64, "ring_ptr": I64, "E": "i32"},
+        lambda m: {"NONE": m.NONE, "BLOCK": m.BLOCK},
+        in_ptx=("atom.global",),
+    ),
+    Kernel(
+        "independent_edges", "_pick_kernel",
+        {
+            "low_ptr": I64, "high_ptr": I64, "rank_ptr": I64, "cand_ptr": "*i8",
+            "ring_ptr": I64, "taken_ptr": "*i8", "at_end_ptr": "*i8", "E": "i32",
+        },
+        lambda m: {"BLOCK": m.BLOCK},
+    ),
+    Kernel(
+        "independent_edges", "_claim_kernel",
+        {"low_ptr": I64, "high_ptr": I64, "at_end_ptr": "*i8", "claimed_ptr": "*i8", "E": "i32"},
+        lambda m: {"BLOCK": m.BLOCK},
     ),
     Kernel(
         "quarter_normal", "_masked_samples_kernel",

@@ -28,7 +28,7 @@ try:
 except ImportError:  # CPU-only installs: the torch twin serves every device
     triton = None
 
-__all__ = ["edge_modes"]
+__all__ = ["edge_modes", "marked"]
 
 # Edges per Triton program.
 BLOCK = 1024
@@ -60,8 +60,9 @@ def edge_modes(
     return _edge_modes_torch(low, high, counts, refused, vertex_count)
 
 
-def _marked(ends: torch.Tensor, flags: torch.Tensor, V: int) -> torch.Tensor:
-    """[V] whether any i with flags[i] has ends[i] == v (an integer scatter: no host sync)."""
+def marked(ends: torch.Tensor, flags: torch.Tensor, V: int) -> torch.Tensor:
+    """[V] whether any i with flags[i] has ends[i] == v (an integer scatter: no host sync,
+    where a boolean index would wait for its count); the twins' vertex marks."""
     out = torch.zeros(V, dtype=torch.int32, device=ends.device)
     return out.scatter_reduce_(0, ends, flags.int(), "amax").bool()
 
@@ -79,8 +80,8 @@ def _edge_modes_torch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """As `edge_modes`, in torch ops on any device."""
     ends = torch.cat((low, high))
-    on_open = _marked(ends, torch.cat((counts == 1, counts == 1)), V)
-    locked = _marked(ends, torch.cat((counts > 2, counts > 2)), V)
+    on_open = marked(ends, torch.cat((counts == 1, counts == 1)), V)
+    locked = marked(ends, torch.cat((counts > 2, counts > 2)), V)
     open_low, open_high = on_open[low], on_open[high]
     allowed = (
         ~(locked[low] | locked[high])

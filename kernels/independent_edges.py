@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import torch
 
+from kernels.edge_modes import marked
+
 try:
     import triton
     import triton.language as tl
@@ -62,13 +64,6 @@ def independent_edges(
     return _independent_torch(low, high, rank, candidate, vertex_count, passes)
 
 
-def _marked(ends: torch.Tensor, flags: torch.Tensor, V: int) -> torch.Tensor:
-    """[V] whether any i with flags[i] has ends[i] == v (an integer scatter: no host sync,
-    where a boolean index would wait for its count)."""
-    out = torch.zeros(V, dtype=torch.int32, device=ends.device)
-    return out.scatter_reduce_(0, ends, flags.int(), "amax").bool()
-
-
 def _rank_min(index: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tensor:
     out = torch.full((size,), NONE, dtype=values.dtype, device=values.device)
     return out.scatter_reduce_(0, index, values, "amin")
@@ -92,8 +87,8 @@ def _independent_torch(
         pick = candidate & (ring[low] == rank) & (ring[high] == rank)
         taken |= pick
         # Their ends' closed neighbourhoods are claimed.
-        at_end = _marked(ends, torch.cat((pick, pick)), V)
-        claimed = at_end | _marked(ends, torch.cat((at_end[high], at_end[low])), V)
+        at_end = marked(ends, torch.cat((pick, pick)), V)
+        claimed = at_end | marked(ends, torch.cat((at_end[high], at_end[low])), V)
         candidate = candidate & ~(claimed[low] | claimed[high])
     return taken
 

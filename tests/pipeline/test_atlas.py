@@ -447,7 +447,7 @@ def test_the_raster_layout_is_denser_overlap_free_and_a_gutter_apart(
     layout = chart_atlas(mesh.positions, mesh.faces, 256, 2)
     # Measured here at the default 32 trial scales: ring 0.511 -> 0.559, L 0.437 -> 0.578. At
     # 8 the scale steps are coarse: the ring's 0.558 on one CI host was 0.519 on another
-    # (an AMD EPYC, whose CPU maths gave a slightly different inflated ring).
+    # (an AMD EPYC, whose CPU float work gave the ring a slightly different atlas).
     assert layout.stats["utilisation"] > shelved.stats["utilisation"] + 0.02
     assert not bool(layout.raster.overlapping.any())
     assert_pieces_a_gutter_apart(layout, 256, 2)

@@ -27,6 +27,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from pipeline.jpeg import encode_jpeg
 from pipeline.profiling import mark
 from pipeline.settings import PipelineSettings
 from pipeline.types import GlbParts, TexturedMesh
@@ -64,7 +65,8 @@ def encode_texture(image: np.ndarray, settings: PipelineSettings) -> tuple[bytes
     """image: [H, W, 3] uint8 RGB, row 0 at the top -> (encoded bytes, MIME type).
 
     Deterministic: baseline JPEG with 4:4:4 chroma (no subsampling blur across chart
-    borders) at settings.jpeg_quality, or PNG at PNG_COMPRESS_LEVEL; no metadata either way.
+    borders) at settings.jpeg_quality, encoded in strips on threads (pipeline/jpeg.py), or PNG
+    at PNG_COMPRESS_LEVEL; no metadata either way.
     """
     pixels = _checked_image(image)
     out = io.BytesIO()
@@ -72,10 +74,7 @@ def encode_texture(image: np.ndarray, settings: PipelineSettings) -> tuple[bytes
         Image.fromarray(pixels, "RGB").save(out, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
         return out.getvalue(), "image/png"
     if settings.texture_format == "jpeg":
-        Image.fromarray(pixels, "RGB").save(
-            out, format="JPEG", quality=settings.jpeg_quality, subsampling=0, optimize=False
-        )
-        return out.getvalue(), "image/jpeg"
+        return encode_jpeg(pixels, settings.jpeg_quality), "image/jpeg"
     raise ValueError(f"texture_format must be 'jpeg' or 'png', got {settings.texture_format!r}")
 
 

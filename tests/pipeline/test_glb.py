@@ -16,6 +16,7 @@ import trimesh
 from PIL import Image, JpegImagePlugin
 
 from pipeline.glb import encode_texture, write_glb
+from pipeline.jpeg import STRIP_ROWS
 from pipeline.settings import PipelineSettings
 from pipeline.types import GlbParts, TexturedMesh
 from tests import gltf_validator
@@ -532,6 +533,20 @@ def test_khronos_validator_finds_no_errors_or_warnings(name: str, texture_format
     report = validate_glb(write(name, texture_format)[2].to_bytes())
     assert report["numErrors"] == 0, report["errors"]
     assert report["numWarnings"] == 0, report["warnings"]
+
+
+def test_khronos_validator_reads_a_texture_of_several_jpeg_strips() -> None:
+    """A texture taller than a strip is stored as strips joined by restart markers
+    (pipeline/jpeg.py): the validator and trimesh read it as one image of its full size."""
+    height, width = 3 * STRIP_ROWS + 5, 300
+    mesh = dataclasses.replace(cube_mesh(), base_color=smooth_texture(height, width, 5))
+    data = write_glb(mesh, settings_for("jpeg")).to_bytes()
+    assert b"\xff\xdd\x00\x04" in data and b"\xff\xd2" in data  # DRI and RST2
+    report = validate_glb(data)
+    assert report["numErrors"] == 0, report["errors"]
+    assert report["numWarnings"] == 0, report["warnings"]
+    loaded = trimesh.load(io.BytesIO(data), file_type="glb", force="mesh")
+    assert loaded.visual.material.baseColorTexture.size == (width, height)
 
 
 def test_khronos_validator_catches_a_broken_glb() -> None:

@@ -25,13 +25,12 @@ bytes are the same on every host. An image of one strip is one plain encode.
 from __future__ import annotations
 
 import logging
-import os
 import struct
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
+
+from pipeline.texture_threads import texture_pool
 
 __all__ = ["STRIP_ROWS", "encode_jpeg"]
 
@@ -42,23 +41,10 @@ log = logging.getLogger("pipeline.jpeg")
 STRIP_ROWS = 256
 MCU_SIZE = 8  # 4:4:4: every component sampled 1×1, one 8×8 block each per MCU
 MAX_INTERVAL = 0xFFFF  # DRI's restart interval is a 16-bit count of MCUs
-MAX_THREADS = 8
 
 SOI, EOI = b"\xff\xd8", b"\xff\xd9"
 SOF0, DHT, JPG, DAC, SOS, DRI = 0xC0, 0xC4, 0xC8, 0xCC, 0xDA, 0xDD  # SOFn: C0-CF but C4, C8, CC
 RST0 = 0xD0
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _threads() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            size = max(1, min(MAX_THREADS, os.cpu_count() or 1))
-            _pool = ThreadPoolExecutor(size, thread_name_prefix="jpeg")
-        return _pool
 
 
 def _encode_one(pixels: np.ndarray, quality: int) -> bytes:
@@ -132,7 +118,7 @@ def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
     if rows == 0 or height <= rows:
         return _encode_one(pixels, quality)
     cuts = range(0, height, rows)
-    strips = list(_threads().map(lambda y: _encode_one(pixels[y : y + rows], quality), cuts))
+    strips = list(texture_pool().map(lambda y: _encode_one(pixels[y : y + rows], quality), cuts))
     try:
         return _joined(strips, height, mcus_per_row * rows // MCU_SIZE)
     except ValueError as error:  # an encoder that writes other JPEGs than the ones read here

@@ -102,7 +102,7 @@ def test_bytes_do_not_depend_on_the_thread_count(monkeypatch: pytest.MonkeyPatch
     outputs = set()
     for threads in (1, 3, 8):
         with ThreadPoolExecutor(threads) as pool:
-            monkeypatch.setattr(jpeg, "_pool", pool)
+            monkeypatch.setattr(jpeg, "texture_pool", lambda: pool)
             outputs.add(encode_jpeg(pixels, QUALITY))
             outputs.add(encode_jpeg(pixels, QUALITY))
     assert len(outputs) == 1

@@ -152,8 +152,8 @@ def _link_ok(
     S = len(chosen)
     other = torch.cat((high, low))
     s = owner[ends]
-    ends = chosen[s.clamp_min(0)]
-    mine = torch.nonzero((s >= 0) & (other != low[ends]) & (other != high[ends])).squeeze(1)
+    edge = chosen[s.clamp_min(0)]  # the chosen edge each end's vertex belongs to
+    mine = torch.nonzero((s >= 0) & (other != low[edge]) & (other != high[edge])).squeeze(1)
     keys = torch.sort(s[mine] * V + other[mine]).values
     twice = (keys[1:] == keys[:-1]).long()
     common = torch.zeros(S, dtype=torch.int64, device=low.device)

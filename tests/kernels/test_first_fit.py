@@ -17,6 +17,7 @@ import torch
 
 import kernels.first_fit as first_fit_module
 from kernels.first_fit import _first_fit_triton, first_fit, first_fit_reference
+from tests.triton_caches import compiled_variants
 
 
 def pack(shapes: list[list[tuple[int, int]]], problems: int = 1) -> tuple[np.ndarray, ...]:
@@ -131,14 +132,6 @@ def test_triton_at_full_size(full_size: bool, triton_device: str) -> None:
     assert (expected[..., 0] >= 0).all()  # small shapes: every one found a place
 
 
-def compiled(kernel: object) -> int:
-    """How many variants of a Triton kernel this process has compiled (natively)."""
-    caches = getattr(kernel, "device_caches", None)
-    if caches is None:
-        pytest.skip("this Triton keeps no per-device kernel caches")
-    return sum(len(entry[0]) for entry in caches.values())
-
-
 def test_after_compile_variants_no_count_compiles_the_kernel_again(
     full_size: bool, triton_device: str
 ) -> None:
@@ -148,10 +141,10 @@ def test_after_compile_variants_no_count_compiles_the_kernel_again(
         pytest.skip("compiled variants exist natively on the GPU only")
     grid = 64
     first_fit_module.compile_variants(grid, torch.device(triton_device))
-    before = compiled(first_fit_module._first_fit_kernel)
+    before = compiled_variants(first_fit_module._first_fit_kernel)
     rng = np.random.default_rng(3)
     for count in (5, 16, 17, 32, first_fit_module.MANY_SHAPES, first_fit_module.MANY_SHAPES + 3):
         arrays = random_shapes(rng, 1, count, grid, largest=4)
         got = _first_fit_triton(*(torch.from_numpy(a).to(triton_device) for a in arrays), grid)
         assert np.array_equal(got.cpu().numpy(), first_fit_reference(*arrays, grid))
-    assert compiled(first_fit_module._first_fit_kernel) == before
+    assert compiled_variants(first_fit_module._first_fit_kernel) == before

@@ -15,6 +15,7 @@ from scipy.sparse.csgraph import connected_components
 from pipeline import decimate as decimate_module
 from pipeline import simplify as simplify_module
 from pipeline.decimate import decimate
+from tests.triton_caches import compiled_variants
 
 
 def as_tensors(mesh: trimesh.Trimesh) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,7 +257,7 @@ def test_the_threshold_takes_about_the_share_of_allowed_edges() -> None:
     assert int(taken.sum()) == int(int(small.sum()) * decimate_module.SHARE)
 
 
-def compiled_variants() -> int:
+def round_variants() -> int:
     """Variants of the round's Triton kernels this process has compiled (natively)."""
     from kernels import apply_collapses, edge_collapse, edge_modes, independent_edges
 
@@ -271,10 +272,7 @@ def compiled_variants() -> int:
         apply_collapses._apply_kernel,
         apply_collapses._faces_kernel,
     )
-    caches = [getattr(kernel, "device_caches", None) for kernel in kernels]
-    if any(cache is None for cache in caches):
-        pytest.skip("this Triton keeps no per-device kernel caches")
-    return sum(len(entry[0]) for cache in caches for entry in cache.values())
+    return compiled_variants(*kernels)
 
 
 @pytest.mark.gpu
@@ -293,11 +291,11 @@ def test_on_cuda_the_rounds_kernels_give_the_twins_mesh_and_compile_once(
         (*as_tensors(height_field(61)), 900),  # open: the boundary modes
     ]
     got = [decimate(p.cuda(), f.cuda(), target) for p, f, target in meshes]
-    before = compiled_variants()
+    before = round_variants()
     for n, target in ((37, 500), (40, 700), (53, 1111)):
         mesh = as_tensors(height_field(n))
         decimate(mesh[0].cuda(), mesh[1].cuda(), target)
-    assert compiled_variants() == before
+    assert round_variants() == before
     for module in (apply_collapses, edge_collapse, edge_modes, independent_edges):
         monkeypatch.setattr(module, "triton", None)
     expected = [decimate(p.cuda(), f.cuda(), target) for p, f, target in meshes]

@@ -20,10 +20,12 @@ time: each round,
   5. collapsed: the lower end (or the boundary end) moves to the point and takes the summed
      quadric; the edge's faces vanish.
 
-On CUDA a round's modes (step 1's flags and refusals), selection (step 3's passes) and
-collapses (step 5) are Triton kernels (kernels/edge_modes.py, independent_edges.py,
-apply_collapses.py), with the point and error of step 2 (kernels/edge_collapse.py); the torch
-twins give the same bits on any device. The link and turn tests stay torch ops.
+On CUDA a round's modes (step 1's flags and refusals), selection (step 3's passes), checks
+(step 4) and collapses (step 5) are Triton kernels (kernels/edge_modes.py,
+independent_edges.py, collapse_checks.py, apply_collapses.py), with the point and error of
+step 2 (kernels/edge_collapse.py); the torch twins give the same bits on any device. A round
+waits on the host four times: for the edges' count, the chosen edges' count, the safe ones'
+count and the faces left.
 
 Quadrics are float64 in a frame scaled to the unit box. The vertices' first quadrics are
 exact fixed-point group sums (kernels/segment_sums.py, the same bits in any order) and a
@@ -38,6 +40,7 @@ import torch
 from torch import Tensor
 
 from kernels.apply_collapses import apply_collapses
+from kernels.collapse_checks import collapse_checks
 from kernels.edge_collapse import MODES, collapse_costs
 from kernels.edge_modes import edge_modes
 from kernels.independent_edges import independent_edges
@@ -80,7 +83,7 @@ def _unit(vectors: Tensor) -> tuple[Tensor, Tensor]:
 def _edge_keys(faces: Tensor, vertex_count: int) -> Tensor:
     """[F * 3] each face corner's outgoing edge (corner k: k -> k+1) as low * V + high."""
     starts = faces.reshape(-1)
-    ends = faces[:, [1, 2, 0]].reshape(-1)
+    ends = faces.roll(-1, 1).reshape(-1)  # a list index would wait on the host
     return torch.minimum(starts, ends) * vertex_count + torch.maximum(starts, ends)
 
 
@@ -105,7 +108,7 @@ def _initial_quadrics(points: Tensor, faces: Tensor) -> Tensor:
     open_corner = torch.nonzero(counts[corner_edge] == 1).squeeze(1)
     face = open_corner // 3
     start = faces.reshape(-1)[open_corner]
-    end = faces[:, [1, 2, 0]].reshape(-1)[open_corner]
+    end = faces.roll(-1, 1).reshape(-1)[open_corner]
     along = points[end] - points[start]
     side, _ = _unit(torch.linalg.cross(along, normals[face]))
     edge_q = _plane_quadrics(side, points[start], BOUNDARY_WEIGHT * (along * along).sum(1))
@@ -139,49 +142,7 @@ def _threshold(priority: Tensor, allowed: Tensor) -> Tensor:
     big = torch.iinfo(torch.int64).max
     ordered = torch.sort(torch.where(allowed, priority, big)[::stride]).values
     at = (allowed[::stride].sum() * SHARE).long().clamp(1, len(ordered) - 1)
-    return ordered[at]
-
-
-def _link_ok(
-    low: Tensor, high: Tensor, ends: Tensor, owner: Tensor, chosen: Tensor, counts: Tensor, V: int
-) -> Tensor:
-    """[S] whether each chosen edge's ends share exactly as many neighbours as it has faces
-    (the link condition) and the merged vertex keeps 3 neighbours (2 on an open edge): a
-    tetrahedron or a lone triangle does not fold away. owner [V]: the chosen edge (its index
-    in `chosen`) whose end a vertex is, else -1; ends: cat((low, high))."""
-    S = len(chosen)
-    other = torch.cat((high, low))
-    s = owner[ends]
-    edge = chosen[s.clamp_min(0)]  # the chosen edge each end's vertex belongs to
-    mine = torch.nonzero((s >= 0) & (other != low[edge]) & (other != high[edge])).squeeze(1)
-    keys = torch.sort(s[mine] * V + other[mine]).values
-    twice = (keys[1:] == keys[:-1]).long()
-    common = torch.zeros(S, dtype=torch.int64, device=low.device)
-    common.scatter_add_(0, keys[1:] // V, twice)
-    neighbours = torch.zeros_like(common).scatter_add_(0, keys // V, torch.ones_like(keys))
-    merged = neighbours - common
-    edge_counts = counts[chosen]
-    return (common == edge_counts) & (merged >= 3 - (edge_counts == 1).long())
-
-
-def _turns(points: Tensor, faces: Tensor, owner: Tensor, target: Tensor, S: int) -> Tensor:
-    """[S] whether a face around a chosen edge (one corner moving to the edge's target) would
-    turn over or collapse."""
-    corner_owner = owner[faces]
-    moving = corner_owner >= 0
-    around = torch.nonzero(moving.sum(1) == 1).squeeze(1)
-    if len(around) == 0:
-        return torch.zeros(S, dtype=torch.bool, device=faces.device)
-    f = faces[around]
-    move = moving[around]
-    before = points[f]
-    edge = corner_owner[around].amax(1)
-    after = torch.where(move[..., None], target[edge][:, None, :], before)
-    n0, _ = _unit(torch.linalg.cross(before[:, 1] - before[:, 0], before[:, 2] - before[:, 0]))
-    n1, size = _unit(torch.linalg.cross(after[:, 1] - after[:, 0], after[:, 2] - after[:, 0]))
-    bad = ((n0 * n1).sum(1) < FLIP_COS) | (size == 0)
-    flags = torch.zeros(S, dtype=torch.int64, device=faces.device)
-    return flags.scatter_reduce_(0, edge, bad.long(), "amax").bool()
+    return ordered.index_select(0, at.view(1)).squeeze(0)  # `ordered[at]` waits on the host
 
 
 def _independent(low: Tensor, high: Tensor, rank: Tensor, candidate: Tensor, V: int) -> Tensor:
@@ -211,7 +172,6 @@ def decimate(positions: Tensor, faces: Tensor, target: int) -> tuple[Tensor, Ten
         if needed <= 0:
             break
         low, high, counts = _edges(faces, V)
-        ends = torch.cat((low, high))
         # Vertices on an open edge may only slide along it (one open end of an interior edge:
         # the collapse goes to it); those on a non-manifold edge stay.
         mode, on_open = edge_modes(low, high, counts, rejected, V)
@@ -224,17 +184,12 @@ def decimate(positions: Tensor, faces: Tensor, target: int) -> tuple[Tensor, Ten
             break
         if len(chosen) > needed:  # no more than the target needs: the cheapest
             chosen = torch.sort(chosen[torch.argsort(priority[chosen])[:needed]]).values
-        S = len(chosen)
-        owner = torch.full((V,), -1, dtype=torch.int64, device=faces.device)
-        index = torch.arange(S, device=faces.device)
-        owner[low[chosen]] = index
-        owner[high[chosen]] = index
-        ok = _link_ok(low, high, ends, owner, chosen, counts, V)
-        ok &= ~_turns(points, faces, owner, target_points[chosen], S)
-        safe = int(ok.sum())
-        if safe < S:
-            refused = chosen[~ok]
-            rejected = torch.cat((rejected, low[refused] * V + high[refused])).unique()
+        ok = collapse_checks(points, faces, low, high, counts, chosen, target_points, FLIP_COS)
+        S, safe = len(chosen), int(ok.sum())
+        if safe < S:  # the refused first (a stable sort: no wait for their count)
+            refused = chosen[torch.sort(ok.to(torch.uint8), stable=True).indices[: S - safe]]
+            # Not refused before (they were allowed) and distinct: a sort keeps them unique.
+            rejected = torch.sort(torch.cat((rejected, low[refused] * V + high[refused]))).values
         if safe == 0:  # nothing safe among the cheapest: stop (bounded on soups)
             break
         faces = apply_collapses(

@@ -102,6 +102,37 @@ KERNELS = [
         lambda m: {"BLOCK": m.BLOCK},
     ),
     Kernel(
+        "collapse_checks", "_owner_kernel",
+        {"low_ptr": I64, "high_ptr": I64, "chosen_ptr": I64, "owner_ptr": I64, "S": "i32"},
+        lambda m: {"BLOCK": m.BLOCK},
+    ),
+    Kernel(
+        "collapse_checks", "_link_kernel",
+        {
+            "low_ptr": I64, "high_ptr": I64, "chosen_ptr": I64, "owner_ptr": I64,
+            "tally_ptr": I32, "E": "i32", "V": "i32", "S": "i32", "steps": "i32",
+        },
+        lambda m: {"BLOCK": m.BLOCK},
+        in_ptx=("atom.global",),  # the tallies' integer atomic add
+    ),
+    Kernel(
+        "collapse_checks", "_turn_kernel",
+        {
+            "points_ptr": "*fp64", "faces_ptr": I64, "owner_ptr": I64, "chosen_ptr": I64,
+            "target_ptr": "*fp64", "tally_ptr": I32, "F": "i32", "S": "i32",
+        },
+        lambda m: {
+            "FLIP_COS": 0.2, "TINY": m.TINY, "BLOCK": m.BLOCK, "enable_fp_fusion": False,
+        },
+        # The torch twin's bits: correctly rounded division and root, no fused multiply-adds.
+        in_ptx=("div.rn.f64", "sqrt.rn.f64", "atom.global"), not_in_ptx=("fma.rn.f64",),
+    ),
+    Kernel(
+        "collapse_checks", "_verdict_kernel",
+        {"counts_ptr": I64, "chosen_ptr": I64, "tally_ptr": I32, "ok_ptr": "*i8", "S": "i32"},
+        lambda m: {"BLOCK": m.BLOCK},
+    ),
+    Kernel(
         "components", "_components_kernel",
         {"label_ptr": I64, "a_ptr": I64, "b_ptr": I64, "n": "i32", "m": "i32"},
         lambda m: {"BLOCK": m.BLOCK, "num_warps": m.NUM_WARPS},

@@ -190,30 +190,6 @@ def test_a_round_without_safe_collapses_stops(monkeypatch: pytest.MonkeyPatch) -
     assert len(out_faces) == 1000 and len(rounds) == 1
 
 
-def test_the_link_condition_refuses_a_collapse_through_a_ring() -> None:
-    """An open tube of triangular section: a rim edge's ends share its face's third vertex and
-    the rim's third vertex, so collapsing it would pinch the rim; a sphere's edge is fine."""
-    ring = [[np.cos(t), np.sin(t)] for t in np.arange(3) * 2 * np.pi / 3]
-    points = np.array([[x, y, z] for z in (0.0, 1.0) for x, y in ring])
-    faces = np.array(
-        [[k, (k + 1) % 3, k + 3] for k in range(3)]
-        + [[(k + 1) % 3, (k + 1) % 3 + 3, k + 3] for k in range(3)]
-    )
-    for positions, faces_t, edge in (
-        (torch.tensor(points), torch.tensor(faces), (0, 1)),
-        (*as_tensors(trimesh.creation.icosphere(subdivisions=2)), None),
-    ):
-        V = len(positions)
-        low, high, counts = decimate_module._edges(faces_t, V)
-        index = 0 if edge is None else int(torch.nonzero((low == edge[0]) & (high == edge[1])))
-        chosen = torch.tensor([index])
-        owner = torch.full((V,), -1, dtype=torch.int64)
-        owner[low[index]] = owner[high[index]] = 0
-        ends = torch.cat((low, high))
-        ok = decimate_module._link_ok(low, high, ends, owner, chosen, counts, V)
-        assert bool(ok[0]) == (edge is None)
-
-
 def test_chosen_edges_have_no_shared_or_adjacent_ends() -> None:
     positions, faces = as_tensors(trimesh.creation.icosphere(subdivisions=3))
     V = len(positions)
@@ -259,7 +235,13 @@ def test_the_threshold_takes_about_the_share_of_allowed_edges() -> None:
 
 def round_variants() -> int:
     """Variants of the round's Triton kernels this process has compiled (natively)."""
-    from kernels import apply_collapses, edge_collapse, edge_modes, independent_edges
+    from kernels import (
+        apply_collapses,
+        collapse_checks,
+        edge_collapse,
+        edge_modes,
+        independent_edges,
+    )
 
     kernels = (
         edge_collapse._collapse_kernel,
@@ -269,6 +251,10 @@ def round_variants() -> int:
         independent_edges._ring_kernel,
         independent_edges._pick_kernel,
         independent_edges._claim_kernel,
+        collapse_checks._owner_kernel,
+        collapse_checks._link_kernel,
+        collapse_checks._turn_kernel,
+        collapse_checks._verdict_kernel,
         apply_collapses._apply_kernel,
         apply_collapses._faces_kernel,
     )
@@ -284,7 +270,13 @@ def test_on_cuda_the_rounds_kernels_give_the_twins_mesh_and_compile_once(
     through their torch twins (on the GPU too), and after one mesh, meshes of other vertex
     and edge counts (so other alignments of the kernels' buffers) compile nothing more: each
     new variant would cost a request."""
-    from kernels import apply_collapses, edge_collapse, edge_modes, independent_edges
+    from kernels import (
+        apply_collapses,
+        collapse_checks,
+        edge_collapse,
+        edge_modes,
+        independent_edges,
+    )
 
     meshes = [
         (*as_tensors(trimesh.creation.icosphere(subdivisions=5)), 3000),
@@ -296,7 +288,7 @@ def test_on_cuda_the_rounds_kernels_give_the_twins_mesh_and_compile_once(
         mesh = as_tensors(height_field(n))
         decimate(mesh[0].cuda(), mesh[1].cuda(), target)
     assert round_variants() == before
-    for module in (apply_collapses, edge_collapse, edge_modes, independent_edges):
+    for module in (apply_collapses, collapse_checks, edge_collapse, edge_modes, independent_edges):
         monkeypatch.setattr(module, "triton", None)
     expected = [decimate(p.cuda(), f.cuda(), target) for p, f, target in meshes]
     for (p, f), (p_twin, f_twin), (_, _, target) in zip(got, expected, meshes, strict=True):

@@ -33,6 +33,8 @@ import torch
 try:
     import triton
     import triton.language as tl
+
+    from kernels.edge_modes import find_sorted
 except ImportError:  # CPU-only installs: the torch twin serves every device
     triton = None
 
@@ -182,6 +184,7 @@ if triton is not None:
     def _link_kernel(
         low_ptr,
         high_ptr,
+        keys_ptr,
         chosen_ptr,
         owner_ptr,
         tally_ptr,
@@ -193,7 +196,8 @@ if triton is not None:
     ):
         """Over the 2E edge ends (j < E: low[j] with neighbour high[j], else the reverse): a
         chosen end's neighbour other than its partner adds 1 to tally[s], and 1 to
-        tally[S + s] where the partner has an edge to it too."""
+        tally[S + s] where the partner has an edge to it too (its key among keys, the edges'
+        low * V + high in ascending order)."""
         j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         inside = j < 2 * E
         k = tl.where(j < E, j, j - E)
@@ -211,24 +215,9 @@ if triton is not None:
         )
         mine = mine & (other != partner)
         tl.atomic_add(tally_ptr + s, 1, mask=mine)
-        # The first edge not below (min, max) of (partner, other): `steps` halvings of [0, E).
         key = tl.minimum(partner, other) * V + tl.maximum(partner, other)
-        first = tl.zeros((BLOCK,), tl.int64)
-        last = tl.zeros((BLOCK,), tl.int64) + E
-        for _ in range(steps):
-            middle = (first + last) // 2
-            searching = mine & (first < last)
-            at = tl.load(low_ptr + middle, mask=searching, other=0) * V + tl.load(
-                high_ptr + middle, mask=searching, other=0
-            )
-            below = at < key
-            first = tl.where(searching & below, middle + 1, first)
-            last = tl.where(searching & ~below, middle, last)
-        found = mine & (first < E)
-        at = tl.load(low_ptr + first, mask=found, other=0) * V + tl.load(
-            high_ptr + first, mask=found, other=0
-        )
-        tl.atomic_add(tally_ptr + S + s, 1, mask=found & (at == key))
+        shared = find_sorted(keys_ptr, key, E, steps, mine)
+        tl.atomic_add(tally_ptr + S + s, 1, mask=mine & shared)
 
     @triton.jit(do_not_specialize=["F", "S"])
     def _turn_kernel(
@@ -329,8 +318,9 @@ def _checks_triton(
     # Per chosen edge: neighbours of its ends, those shared (twice), whether a face turns.
     tally = torch.zeros(3 * S, dtype=torch.int32, device=device)
     _owner_kernel[(triton.cdiv(S, BLOCK),)](low, high, chosen, owner, S, BLOCK=BLOCK)
+    keys = low * V + high  # ascending: the edges are sorted by (low, high)
     _link_kernel[(triton.cdiv(2 * E, BLOCK),)](
-        low, high, chosen, owner, tally, E, V, S, E.bit_length(), BLOCK=BLOCK
+        low, high, keys, chosen, owner, tally, E, V, S, E.bit_length(), BLOCK=BLOCK
     )
     if F:
         _turn_kernel[(triton.cdiv(F, BLOCK),)](

@@ -103,6 +103,21 @@ def _edge_modes_torch(
 
 if triton is not None:
 
+    @triton.jit
+    def find_sorted(sorted_ptr, key, count, steps, active):
+        """Whether each non-negative key is among sorted_ptr[0:count] (ascending), where
+        active: `steps` (count.bit_length()) halvings of [0, count) to the first entry not
+        below it. kernels/collapse_checks.py searches the edge keys with it too."""
+        first = tl.zeros_like(key)
+        last = first + count
+        for _ in range(steps):
+            middle = (first + last) // 2
+            searching = active & (first < last)
+            below = tl.load(sorted_ptr + middle, mask=searching, other=0) < key
+            first = tl.where(searching & below, middle + 1, first)
+            last = tl.where(searching & ~below, middle, last)
+        return tl.load(sorted_ptr + first, mask=active & (first < count), other=-1) == key
+
     @triton.jit(do_not_specialize=["E"])
     def _flags_kernel(low_ptr, high_ptr, counts_ptr, flags_ptr, E, BLOCK: tl.constexpr):
         """Each end's bits: OPEN from an edge of one face, LOCKED from one of more than two."""
@@ -139,18 +154,7 @@ if triton is not None:
         locked = ((flags_lo | flags_hi) & 2) != 0
         interior = count == 2
         allowed = ~locked & ((count == 1) | (interior & ~(open_lo & open_hi)))
-        # The first refused key not below this edge's: `steps` halvings of [0, R).
-        key = lo * V + hi
-        first = tl.zeros((BLOCK,), tl.int64)
-        last = tl.zeros((BLOCK,), tl.int64) + R
-        for _ in range(steps):
-            middle = (first + last) // 2
-            searching = first < last
-            below = tl.load(refused_ptr + middle, mask=searching, other=0) < key
-            first = tl.where(searching & below, middle + 1, first)
-            last = tl.where(searching & ~below, middle, last)
-        found = tl.load(refused_ptr + first, mask=inside & (first < R), other=-1) == key
-        allowed = allowed & ~found
+        allowed = allowed & ~find_sorted(refused_ptr, lo * V + hi, R, steps, inside)
         mode = tl.where(interior & open_lo, 1, tl.where(interior & open_hi, 2, 0))
         tl.store(mode_ptr + e, tl.where(allowed, mode, 3).to(tl.int64), mask=inside)
 

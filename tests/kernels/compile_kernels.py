@@ -109,8 +109,9 @@ KERNELS = [
     Kernel(
         "collapse_checks", "_link_kernel",
         {
-            "low_ptr": I64, "high_ptr": I64, "chosen_ptr": I64, "owner_ptr": I64,
-            "tally_ptr": I32, "E": "i32", "V": "i32", "S": "i32", "steps": "i32",
+            "low_ptr": I64, "high_ptr": I64, "keys_ptr": I64, "chosen_ptr": I64,
+            "owner_ptr": I64, "tally_ptr": I32, "E": "i32", "V": "i32", "S": "i32",
+            "steps": "i32",
         },
         lambda m: {"BLOCK": m.BLOCK},
         in_ptx=("atom.global",),  # the tallies' integer atomic add

@@ -10,15 +10,7 @@ import torch
 
 from kernels.apply_collapses import _apply_torch, _apply_triton, apply_collapses
 from kernels.independent_edges import independent_edges
-
-
-def grid_mesh(n: int) -> torch.Tensor:
-    """[F, 3] faces of an n x n vertex grid, two triangles a cell."""
-    index = torch.arange(n * n).reshape(n, n)
-    a, b, c, d = index[:-1, :-1], index[:-1, 1:], index[1:, :-1], index[1:, 1:]
-    first = torch.stack((a, b, d), -1).reshape(-1, 3)
-    second = torch.stack((a, d, c), -1).reshape(-1, 3)
-    return torch.cat((first, second))
+from tests.kernels.meshes import grid_mesh
 
 
 def random_case(seed: int, n: int) -> tuple[torch.Tensor, ...]:

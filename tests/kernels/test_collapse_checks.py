@@ -10,17 +10,9 @@ import torch
 
 from kernels.collapse_checks import _checks_torch, _checks_triton, collapse_checks
 from kernels.independent_edges import independent_edges
+from tests.kernels.meshes import grid_mesh
 
 FLIP_COS = 0.2
-
-
-def grid_mesh(n: int) -> torch.Tensor:
-    """[F, 3] faces of an n x n vertex grid, two triangles a cell."""
-    index = torch.arange(n * n).reshape(n, n)
-    a, b, c, d = index[:-1, :-1], index[:-1, 1:], index[1:, :-1], index[1:, 1:]
-    first = torch.stack((a, b, d), -1).reshape(-1, 3)
-    second = torch.stack((a, d, c), -1).reshape(-1, 3)
-    return torch.cat((first, second))
 
 
 def edges_of(faces: torch.Tensor, V: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

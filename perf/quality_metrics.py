@@ -236,7 +236,7 @@ def pixel_errors(
     for view, expected in zip(views, reference, strict=True):
         fg = view.foreground
         face = view.face_ids[fg]
-        uv = (view.barycentrics[fg, :, None].double() * uvs.double()[faces[face].long()]).sum(1)
+        uv = (view.barycentrics[fg][:, :, None].double() * uvs.double()[faces[face].long()]).sum(1)
         baked = sample_bilinear(texture, uv) / 255.0
         errors.append(((baked - expected) ** 2).sum(1).double())
     return torch.cat(errors)

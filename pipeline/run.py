@@ -10,6 +10,11 @@ When the generator is not inflate (TRELLIS.2), `generate_fallback(staged)` answe
 inflate on the CPU instead: the executor calls it when `generate` raised (its memory released
 first, a CUDA OOM included) or would miss the job's deadline. It reads the staged image's host
 copy and touches no GPU state, so it can run while an abandoned generation still holds the GPU.
+
+A sticky CUDA fault (an illegal memory access, say) leaves the process's CUDA context unusable:
+every later CUDA call fails, the pinned upload in `stage` included. `device_fault()` tells one
+apart from an ordinary failure; after one, `stage_on_host` and `generate_fallback` (inflate on
+the CPU, whatever the main generator) still answer jobs, until the process is restarted.
 """
 
 from __future__ import annotations
@@ -123,6 +128,7 @@ class Pipeline:
         self.generator: Generator | None = None
         self.matting: Matting | None = None  # None until load(): prepare uses the classical one
         self._fallback: Generator | None = None  # inflate on the CPU, when the main is not inflate
+        self._fault_fallback: Generator | None = None  # the same, made after a fault otherwise
         self._reasons = {"generator_selection": "", "matting_selection": ""}
         self._side_stream: torch.cuda.Stream | None = None
 
@@ -205,13 +211,39 @@ class Pipeline:
         _release_memory(self.device)
         raise GenerationFailed(f"generate failed: {failure}")
 
+    def stage_on_host(self, prepared: PreparedImage) -> StagedImage:
+        """A staged image for `generate_fallback` only: no upload, no CUDA call (after a fault)."""
+        return StagedImage(prepared, None, None, prepared)
+
+    def device_fault(self) -> str | None:
+        """None while the device works; else why not (a sticky CUDA error, which every later
+        CUDA call in this process would raise again). Waits for the device's queued work.
+        Running out of memory is not a fault."""
+        if self.device.type != "cuda":
+            return None
+        try:
+            torch.cuda.synchronize(self.device)
+            torch.ones(1, device=self.device).add_(1).item()
+        except torch.OutOfMemoryError:
+            return None
+        except RuntimeError as error:
+            return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        return None
+
     def generate_fallback(self, staged: StagedImage, seed: int) -> Generation:
-        """Inflate on the CPU from the staged image's host copy (no GPU work, any thread)."""
-        if self._fallback is None:
-            raise RuntimeError("no fallback: the main generator is inflate (or not loaded)")
+        """Inflate on the CPU from the staged image's host copy (no GPU work, any thread).
+        Without a fallback (the main generator is inflate) one is made at the first call: the
+        executor asks for it only after a device fault."""
+        if self.generator is None:
+            raise RuntimeError("Pipeline.load() must run before generate_fallback()")
+        fallback = self._fallback
+        if fallback is None:
+            if self._fault_fallback is None:
+                self._fault_fallback = InflateGenerator(self.settings, CPU)
+            fallback = self._fault_fallback
         host = staged.host if staged.host is not None else staged.prepared.to(CPU)
         clock = _Clock(CPU)
-        asset = self._fallback.generate(host, seed)
+        asset = fallback.generate(host, seed)
         clock.lap("generate")
         return self._finish(asset, host.matte_source, seed, clock, FALLBACK_NAME)
 

@@ -21,7 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-__all__ = ["MAX_SLABS", "run_slabs", "simplify_piece"]
+__all__ = ["MAX_SLABS", "run_slabs", "simplify_piece", "stop_workers"]
 
 log = logging.getLogger("pipeline.mesh")
 
@@ -55,6 +55,17 @@ def _forget_pool() -> None:
         if _pool is not None:
             _pool.shutdown(wait=False, cancel_futures=True)
         _pool = None
+
+
+def stop_workers() -> None:
+    """Stop the worker processes, waiting for them. For a process about to execute itself
+    again (the server after a device fault): no atexit handler runs then, and the workers
+    would live on as orphans. A later slab starts a new pool."""
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def simplify_piece(

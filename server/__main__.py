@@ -3,12 +3,17 @@
 Every server and pipeline setting has a flag and an environment variable (`--queue-size` /
 `QUEUE_SIZE`); a flag beats the environment, which beats the default. `--help` lists them.
 The port is bound at once; models load in the background while `/health` says "loading".
+After a device fault (a sticky CUDA error) and `fault_restart_idle_s` without jobs, the server
+shuts down as on SIGTERM and executes the same command line again: a fresh process image (the
+same PID, so a container does not stop), a fresh CUDA context.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -24,10 +29,14 @@ from server.config import (
     service_version,
     settings_from_flags,
 )
+from server.routes import EXECUTOR_KEY
 
 __all__ = ["main"]
 
 log = logging.getLogger("server")
+
+# The exit status of a server stopped after a device fault (without a restart).
+FAULT_EXIT_CODE = 1
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -56,8 +65,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     log.info("server settings: %s", describe_settings(settings))
     log.info("pipeline settings: %s", describe_settings(pipeline_settings))
     # 3. Serve on a uvloop event loop (uvloop.install() is deprecated since Python 3.12).
+    app = make_app(settings, pipeline_settings=pipeline_settings, on_restart=_shut_down)
     web.run_app(
-        make_app(settings, pipeline_settings=pipeline_settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop=uvloop.new_event_loop(),
@@ -65,6 +75,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         access_log=None,  # the /generate handler logs its own richer line
         print=log.info,
     )
+    # 4. After a device fault: restart (the same command, a new process image) or exit, either
+    # way without finalising this interpreter: freeing tensors that a broken CUDA context
+    # still holds events for aborts the process.
+    executor = app.get(EXECUTOR_KEY)
+    if executor is not None and executor.fault is not None:
+        if executor.restart_requested:
+            from pipeline.simplify_workers import stop_workers  # loaded by now
+
+            stop_workers()  # its worker processes would outlive the process image
+            command = [sys.executable, *sys.orig_argv[1:]]
+            log.critical("restarting after the device fault: %s", " ".join(command))
+            logging.shutdown()
+            os.execv(sys.executable, command)
+        log.critical("exiting after the device fault (%s)", executor.fault)
+        logging.shutdown()
+        os._exit(FAULT_EXIT_CODE)
+
+
+def _shut_down() -> None:
+    """Graceful shutdown, as on SIGTERM (run_app's handler): waiting jobs get 503s."""
+    signal.raise_signal(signal.SIGTERM)
 
 
 if __name__ == "__main__":

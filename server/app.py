@@ -32,6 +32,7 @@ log = logging.getLogger("server")
 _FORM_OVERHEAD_BYTES = MIB
 
 _MAKE_PIPELINE_KEY = web.AppKey("make_pipeline", Callable[[], GenerationPipeline])
+_ON_RESTART_KEY = web.AppKey("on_restart", Callable[[], None] | None)
 
 
 def make_app(
@@ -39,12 +40,15 @@ def make_app(
     pipeline: GenerationPipeline | None = None,
     *,
     pipeline_settings: PipelineSettings | None = None,
+    on_restart: Callable[[], None] | None = None,
 ) -> web.Application:
     """The service around `pipeline`, by default `Pipeline(pipeline_settings)`.
 
     `pipeline_settings` defaults to `PipelineSettings` read from the environment (read here,
     so a bad value fails at start); it is ignored when a pipeline is given, which carries its
-    own. The default pipeline is made in the background, like its loading.
+    own. The default pipeline is made in the background, like its loading. `on_restart`: what
+    the executor calls to have the process restarted after a device fault (`python -m server`
+    shuts the app down and executes itself again); None: the server stays on the fallback.
     """
     if pipeline is None:
         pipeline_settings = pipeline_settings or settings_from_env(PipelineSettings)
@@ -59,6 +63,7 @@ def make_app(
     app[SETTINGS_KEY] = settings
     app[PIPELINE_SETTINGS_KEY] = pipeline_settings
     app[_MAKE_PIPELINE_KEY] = make_pipeline
+    app[_ON_RESTART_KEY] = on_restart
     app.cleanup_ctx.append(_executor_ctx)
     app.on_shutdown.append(_close_executor)
     add_routes(app)
@@ -85,6 +90,8 @@ async def _executor_ctx(app: web.Application) -> AsyncIterator[None]:
         retry_after_s=settings.retry_after_s,
         deadline_s=settings.deadline_s,
         fallback_margin_s=settings.fallback_margin_s,
+        fault_restart_idle_s=settings.fault_restart_idle_s,
+        on_restart=app[_ON_RESTART_KEY],
     )
     app[EXECUTOR_KEY] = executor
     loop = asyncio.get_running_loop()

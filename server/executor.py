@@ -31,6 +31,14 @@ request arrived. A CUDA generation cannot be interrupted safely, so the guard wa
     it on the same thread, under its own deadline.
 Both are logged and counted (`fallbacks_error`, `fallbacks_deadline` on `GET /`); a fallback
 that fails too is a 500. Without a fallback, jobs run as they come and failures are 500s.
+
+Device fault. When a generation (or a staging) raises, the GPU thread asks the pipeline whether
+the device still works (`device_fault`). A sticky CUDA error (an illegal memory access) breaks
+every later CUDA call of the process, the staging's pinned upload included, so without this
+every later job would fail. After one the state is FAULTED (`/health` 503 with the reason):
+every job is staged on the host and answered by the CPU fallback (`fallbacks_fault`), with or
+without a main-generation fallback; once no job has waited or run for `fault_restart_idle_s`,
+`on_restart` is called (the server then restarts its process: a fresh CUDA context).
 """
 
 from __future__ import annotations
@@ -71,17 +79,21 @@ class GenerationPipeline(Protocol):
     def describe(self) -> dict[str, str]: ...
     def prepare(self, data: bytes) -> Any: ...
     def stage(self, prepared: Any) -> Any: ...
+    def stage_on_host(self, prepared: Any) -> Any: ...  # for the fallback only, no CUDA call
+    def device_fault(self) -> str | None: ...  # None while the device works
     def generate(
         self, staged: Any, seed: int, abandoned: threading.Event | None = None
     ) -> Generation: ...
 
-    # With a fallback (`has_fallback` true): answers a job when `generate` fails or is late.
+    # With a fallback (`has_fallback` true): answers a job when `generate` fails or is late;
+    # any pipeline: answers every job after a device fault.
     def generate_fallback(self, staged: Any, seed: int) -> Generation: ...
 
 
 class State(enum.StrEnum):
     LOADING = "loading"
     HEALTHY = "healthy"
+    FAULTED = "faulted"  # the device failed for good: the CPU fallback answers until a restart
     FAILED = "failed"
     STOPPED = "stopped"
 
@@ -93,7 +105,7 @@ class JobTimings:
     prepare_wait_s: float = 0.0  # taken -> prepared: ~0 when the prefetch finished in time
     generate_s: float = 0.0  # generate on the GPU thread (or the fallback's, when it answered)
     prefetched: bool = False  # prepare started while the job was still waiting
-    fallback: str = ""  # why the fallback answered: "error", "deadline"; "" = it did not
+    fallback: str = ""  # why the fallback answered: "error", "deadline", "fault"; "" = it did not
 
 
 _DURATIONS = ("wait_s", "prepare_s", "prepare_wait_s", "generate_s")
@@ -128,6 +140,18 @@ class _Counters:
     dropped_disconnected: int = 0  # client gone before its job started
     fallbacks_error: int = 0  # the main generator raised (CUDA OOM included): fallback answered
     fallbacks_deadline: int = 0  # the main generator would have passed the deadline: likewise
+    fallbacks_fault: int = 0  # the device had failed for good (a sticky CUDA error): likewise
+
+
+# The states in which jobs are taken, prepared and answered.
+_SERVING = (State.HEALTHY, State.FAULTED)
+# Longest wait for the device check (it first waits for the device's queued work).
+_PROBE_TIMEOUT_S = 30.0
+
+
+def _client_error(error: BaseException) -> bool:
+    """A failure the request caused (4xx), not the device or the generator."""
+    return isinstance(error, ServiceError) and error.status < 500
 
 
 def _rounded(values: dict[str, Any]) -> dict[str, Any]:
@@ -145,19 +169,28 @@ class Executor:
         retry_after_s: int,
         deadline_s: float = 0.0,
         fallback_margin_s: float = 0.0,
+        fault_restart_idle_s: float = 0.0,
+        on_restart: Callable[[], None] | None = None,
     ) -> None:
         """`make_pipeline` runs on the GPU thread before `load()`; `prefetch_depth` 0 = off;
-        `deadline_s` 0 = no deadline (the fault guard still applies)."""
+        `deadline_s` 0 = no deadline (the fault guard still applies); `on_restart` is called
+        once, after a device fault and `fault_restart_idle_s` without jobs (0 = never)."""
         self._make_pipeline = make_pipeline
         self.pipeline: GenerationPipeline | None = None  # set once made, before HEALTHY
         self.state = State.LOADING
         self.failure: str | None = None  # why loading failed
+        self.fault: str | None = None  # why the device failed for good (state FAULTED)
+        self.restart_requested = False  # on_restart was called
+        # After a fault, what was staged on the device before it, held for the process's life.
+        self._kept_after_fault: list[asyncio.Future[tuple[Any, float]]] = []
         self.counters = _Counters()
         self._queue_size = queue_size
         self._prefetch_depth = prefetch_depth
         self._retry_after_s = retry_after_s
         self._deadline_s = deadline_s
         self._fallback_margin_s = fallback_margin_s
+        self._fault_restart_idle_s = fault_restart_idle_s
+        self._on_restart = on_restart
         # Each thread's torch CPU maths runs on a worker pool of its own, whose first vector-maths
         # call may come back wrong (pipeline/cpu_threads.py): a throwaway one when it starts.
         warm = warm_up_worker_threads
@@ -206,8 +239,8 @@ class Executor:
             raise ServiceUnavailable("the server is shutting down", headers=self._retry_header())
         if self.state is State.FAILED:
             raise ServiceUnavailable(f"the pipeline failed to load: {self.failure}")
-        # A job that arrives to an idle, healthy worker does not wait: it is one extra slot.
-        idle = self.state is State.HEALTHY and self._current is None
+        # A job that arrives to an idle, working worker does not wait: it is one extra slot.
+        idle = self.state in _SERVING and self._current is None
         if len(self._waiting) >= self._queue_size + (1 if idle else 0):
             self.counters.rejected_busy += 1
             raise ServerBusy(
@@ -324,7 +357,13 @@ class Executor:
                 self._fill_prefetch()  # the job behind this one starts preparing now
                 return job
             self._wakeup.clear()
-            await self._wakeup.wait()
+            if not self._restart_due():
+                await self._wakeup.wait()
+            else:  # FAULTED: restart once no job has come for fault_restart_idle_s
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), self._fault_restart_idle_s)
+                except TimeoutError:
+                    self._request_restart()
         return None
 
     async def _step(self, job: _Job) -> None:
@@ -339,8 +378,15 @@ class Executor:
             try:
                 staged, timings.prepare_s = await job.staging
             except Exception as exc:
-                self._fail(job, exc, "prepare")
-                return
+                if isinstance(exc, ServiceError) or not await self._device_failed():
+                    self._fail(job, exc, "prepare")
+                    return
+                try:  # staged on the device, which has failed since: again on the host
+                    self._start_staging(job)
+                    staged, timings.prepare_s = await job.staging
+                except Exception as again:
+                    self._fail(job, again, "prepare")
+                    return
             timings.prepare_wait_s = time.perf_counter() - taken
             if self._is_abandoned(job):  # gone while its image was being prepared
                 self._drop(job)
@@ -362,8 +408,17 @@ class Executor:
         """The main generation; with a fallback, the fallback's answer when it fails or is late."""
         loop = asyncio.get_running_loop()
         pipeline = self._loaded()
+        if self.state is State.FAULTED:
+            return await self._answer_from_fallback(job, staged, "fault")
         if not getattr(pipeline, "has_fallback", False):
-            return await loop.run_in_executor(self._gpu_pool, pipeline.generate, staged, job.seed)
+            try:
+                return await loop.run_in_executor(
+                    self._gpu_pool, pipeline.generate, staged, job.seed
+                )
+            except Exception as error:
+                if _client_error(error) or not await self._device_failed():
+                    raise
+                return await self._answer_from_fallback(job, staged, "fault")
         # 1. The main generation, watched until `fallback_margin_s` before the deadline.
         budget = self._time_left(job)
         reason = "deadline"
@@ -377,8 +432,10 @@ class Executor:
                 error = main.exception()
                 if error is None:
                     return main.result()
-                if isinstance(error, ServiceError) and error.status < 500:
+                if _client_error(error):
                     raise error
+                if await self._device_failed():
+                    return await self._answer_from_fallback(job, staged, "fault")
                 reason = "error"
                 log.warning(
                     "job %d: the main generation failed (%s); fallback answers", job.id, error
@@ -395,13 +452,79 @@ class Executor:
                 time.perf_counter() - job.arrived_at,
                 self._deadline_s,
             )
-            self.counters.fallbacks_deadline += 1
-        else:
-            self.counters.fallbacks_error += 1
+        return await self._answer_from_fallback(job, staged, reason)
+
+    async def _answer_from_fallback(self, job: _Job, staged: Any, reason: str) -> Generation:
+        """The CPU fallback answers `job`; `reason`: "error", "deadline" or "fault"."""
+        counter = f"fallbacks_{reason}"
+        setattr(self.counters, counter, getattr(self.counters, counter) + 1)
         job.timings.fallback = reason
-        return await loop.run_in_executor(
-            self._fallback_pool, pipeline.generate_fallback, staged, job.seed
+        return await asyncio.get_running_loop().run_in_executor(
+            self._fallback_pool, self._loaded().generate_fallback, staged, job.seed
         )
+
+    # -- device fault -----------------------------------------------------------------------
+
+    async def _device_failed(self) -> bool:
+        """Whether the device has failed for good (FAULTED, or found so now by the pipeline's
+        `device_fault`, asked on the GPU thread); marks the state FAULTED when found."""
+        if self.state is State.FAULTED:
+            return True
+        if self.state is not State.HEALTHY:
+            return False
+        pipeline = self._loaded()
+        probe = asyncio.get_running_loop().run_in_executor(self._gpu_pool, pipeline.device_fault)
+        try:
+            fault = await asyncio.wait_for(probe, _PROBE_TIMEOUT_S)
+        except Exception as exc:  # the probe itself failed or hung: no verdict, carry on
+            log.warning("the device check did not answer: %s", f"{type(exc).__name__}: {exc}")
+            return False
+        if fault is None:
+            return False
+        if self.state is State.HEALTHY:
+            self._mark_faulted(fault)
+        return self.state is State.FAULTED
+
+    def _mark_faulted(self, fault: str) -> None:
+        self.state, self.fault = State.FAULTED, fault
+        restart = (
+            f"the process restarts after {self._fault_restart_idle_s:g} s without jobs"
+            if self._fault_restart_idle_s > 0 and self._on_restart is not None
+            else "until the process is restarted"
+        )
+        log.critical(
+            "device fault (%s): every CUDA call of this process fails now; the CPU fallback "
+            "answers the jobs, %s; /health reports faulted",
+            fault,
+            restart,
+        )
+        # Freeing an image staged on the device (tensors used on two streams, pinned buffers)
+        # makes torch record CUDA events, which fails on a broken context inside a destructor
+        # and aborts the process: those images are held until it ends or restarts. The
+        # waiting jobs are staged again, on the host.
+        for job in (self._current, *self._waiting):
+            if job is not None and job.staging is not None:
+                self._kept_after_fault.append(job.staging)
+        for job in self._waiting:
+            job.staging = None
+        self._fill_prefetch()
+
+    def _restart_due(self) -> bool:
+        return (
+            self.state is State.FAULTED
+            and not self.restart_requested
+            and self._fault_restart_idle_s > 0
+            and self._on_restart is not None
+        )
+
+    def _request_restart(self) -> None:
+        assert self._on_restart is not None
+        self.restart_requested = True
+        log.critical(
+            "no job for %g s since the device fault: restarting the process",
+            self._fault_restart_idle_s,
+        )
+        self._on_restart()
 
     def _time_left(self, job: _Job) -> float | None:
         """Seconds until the main generation must give way (None: no deadline)."""
@@ -420,7 +543,7 @@ class Executor:
 
     def _fill_prefetch(self) -> None:
         """Start prepare+stage for the first `prefetch_depth` live waiting jobs."""
-        if self.state is not State.HEALTHY or not self._accepting:
+        if self.state not in _SERVING or not self._accepting:
             return
         ahead = 0
         for job in self._waiting:
@@ -443,7 +566,11 @@ class Executor:
     def _prepare_and_stage(self, data: bytes) -> tuple[Any, float]:
         started = time.perf_counter()
         pipeline = self._loaded()
-        staged = pipeline.stage(pipeline.prepare(data))
+        prepared = pipeline.prepare(data)
+        if self.state is State.FAULTED:  # no CUDA call: the fallback reads the host copy
+            staged = pipeline.stage_on_host(prepared)
+        else:
+            staged = pipeline.stage(prepared)
         return staged, time.perf_counter() - started
 
     def _is_abandoned(self, job: _Job) -> bool:

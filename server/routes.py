@@ -1,7 +1,7 @@
 """The three routes. Handlers parse and validate, hand the job to the executor and await it.
 
 POST /generate  multipart (prompt_image_file, seed) -> the GLB, headers sent once it is final
-GET  /health    200 healthy | 503 loading / failed / stopped (the executor's stored state)
+GET  /health    200 healthy | 503 loading / faulted / failed / stopped (the executor's state)
 GET  /          name, version, generator (and why), matting, device, status, settings, counters
 """
 
@@ -98,13 +98,16 @@ async def _write_body(response: web.StreamResponse, result: JobResult) -> None:
 
 
 async def health(request: web.Request) -> web.Response:
-    """200 once load() and one warm_up() have completed; 503 with the state until then."""
+    """200 once load() and one warm_up() have completed; 503 with the state until then, and
+    after a device fault (the CPU fallback answers jobs until the process restarts)."""
     executor = request.app[EXECUTOR_KEY]
     if executor.state is State.HEALTHY:
         return web.json_response({"status": "healthy"})
     body = {"status": executor.state.value}
     if executor.state is State.FAILED:
         body["detail"] = executor.failure or "unknown"
+    elif executor.state is State.FAULTED:
+        body["detail"] = f"device fault, the CPU fallback answers: {executor.fault}"
     return web.json_response(body, status=503)
 
 
@@ -125,7 +128,7 @@ async def index(request: web.Request) -> web.Response:
             "endpoints": {
                 "POST /generate": f"multipart: {IMAGE_FIELD} (image file), {SEED_FIELD} "
                 "(0..2^32-1; missing or -1 = default_seed) -> the GLB (application/octet-stream)",
-                "GET /health": "200 healthy, 503 loading / failed",
+                "GET /health": "200 healthy, 503 loading / faulted / failed",
             },
             "settings": {
                 "server": describe_settings(request.app[SETTINGS_KEY]),

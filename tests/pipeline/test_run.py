@@ -385,3 +385,39 @@ def test_an_abandoned_generation_stops_at_the_next_stage_boundary(
     worker.join(30)
     assert hooks.runs_ended == 1
     assert len(outcome) == 1 and isinstance(outcome[0], GenerationAbandoned)
+
+
+def test_after_a_device_fault_an_inflate_pipeline_answers_from_the_cpu(pipeline: Pipeline) -> None:
+    """The executor asks for the fallback after a fault whatever the main generator: inflate
+    as main has none for the deadline guard, so one is made, on the host, with no upload."""
+    assert not pipeline.has_fallback
+    assert pipeline.device_fault() is None  # a CPU pipeline's device never fails so
+    prepared = pipeline.prepare(png_bytes())
+    staged = pipeline.stage_on_host(prepared)
+    assert staged.host is prepared and staged.ready is None and staged.features is None
+    answered = pipeline.generate_fallback(staged, seed=9)
+    assert (answered.generator, answered.seed) == ("inflate (fallback)", 9)
+    assert not pipeline.has_fallback  # still no deadline guard for it
+    # The same inflate and post-processing on the same device: the main path's bytes.
+    assert answered.glb.to_bytes() == pipeline.run(png_bytes(), seed=9).glb.to_bytes()
+
+
+def test_device_fault_tells_a_broken_context_from_an_oom(monkeypatch: pytest.MonkeyPatch) -> None:
+    pipe = Pipeline(small_settings())
+    pipe.device = torch.device("cuda")  # only the check's branches; nothing runs on it
+    failure = RuntimeError("CUDA error: an illegal memory access was encountered\nSearch for …")
+
+    def broken(device: torch.device) -> None:
+        raise failure
+
+    monkeypatch.setattr(torch.cuda, "synchronize", broken)
+    assert pipe.device_fault() == (
+        "RuntimeError: CUDA error: an illegal memory access was encountered"
+    )
+    failure = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB")
+    assert pipe.device_fault() is None
+
+
+def test_generate_fallback_before_load_is_refused() -> None:
+    with pytest.raises(RuntimeError, match="load"):
+        Pipeline(small_settings()).generate_fallback(None, seed=0)  # type: ignore[arg-type]

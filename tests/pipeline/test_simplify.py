@@ -199,3 +199,20 @@ def test_slab_workers_start_without_torch() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True"]  # torch in this process only (its warm-up)
+
+
+def test_stop_workers_ends_the_worker_processes_and_a_later_slab_starts_anew() -> None:
+    """The server stops them before it executes itself again after a device fault (no atexit
+    handler runs then): none may outlive it."""
+    positions, faces = sphere(4)
+    job = (positions.astype(np.float32), faces.astype(np.int32), len(faces) // 2)
+    first = simplify_workers.run_slabs([job])
+    workers = list(simplify_workers._workers()._processes.values())
+    assert workers and all(worker.is_alive() for worker in workers)
+    simplify_workers.stop_workers()
+    assert not any(worker.is_alive() for worker in workers)
+    assert simplify_workers._pool is None
+    simplify_workers.stop_workers()  # nothing to stop: no error
+    again = simplify_workers.run_slabs([job])
+    np.testing.assert_array_equal(first[0][0], again[0][0])
+    np.testing.assert_array_equal(first[0][1], again[0][1])

@@ -28,15 +28,21 @@ StartApp = Callable[..., Awaitable[tuple[TestClient, FakePipeline]]]
 
 @pytest_asyncio.fixture
 async def start_app(aiohttp_client: Any) -> AsyncIterator[StartApp]:
-    """`await start_app(fake=None, healthy=True, **settings)` -> (client, fake)."""
+    """`await start_app(fake=None, healthy=True, on_restart=None, **settings)` -> (client, fake)."""
     fakes: list[FakePipeline] = []
 
     async def start(
-        fake: FakePipeline | None = None, *, healthy: bool = True, **settings: Any
+        fake: FakePipeline | None = None,
+        *,
+        healthy: bool = True,
+        on_restart: Callable[[], None] | None = None,
+        **settings: Any,
     ) -> tuple[TestClient, FakePipeline]:
         fake = fake or FakePipeline()
         fakes.append(fake)
-        app = make_app(dataclasses.replace(TEST_SETTINGS, **settings), pipeline=fake)
+        app = make_app(
+            dataclasses.replace(TEST_SETTINGS, **settings), pipeline=fake, on_restart=on_restart
+        )
         client = await aiohttp_client(app, timeout=CLIENT_TIMEOUT)
         if healthy:
             await wait_healthy(client)

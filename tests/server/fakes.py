@@ -5,17 +5,23 @@ thread, when it started and ended), can be held at a gate (a `threading.Event`) 
 by a sleep, and fails on demand the way the real pipeline does:
   - prepare: data without an image signature -> UnsupportedMediaType (415);
              data containing b"crash-prepare" -> RuntimeError (an unexpected bug);
-  - generate: data containing b"boom" -> RuntimeError.
+  - generate: data containing b"boom" -> RuntimeError (the device still works);
+  - a device fault, as a sticky CUDA error makes one: data containing b"fault" breaks the
+    device in generate, b"stage-fault" in stage; from then on `device_fault()` says why, and
+    stage and generate raise, as every CUDA call would (`stage_on_host` still works).
 With `fallback=True` it also has the fallback the executor guards TRELLIS.2 with
-(`generate_fallback`, recorded as "fallback"); `generate_times` slows chosen jobs down.
+(`generate_fallback`, recorded as "fallback"), which any fake has after a device fault;
+`generate_times` slows chosen jobs down.
 Every gate wait has a timeout, so a test that forgets to open one fails instead of hanging.
 """
 
 from __future__ import annotations
 
+import gc
 import io
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -27,6 +33,7 @@ from pipeline.settings import PipelineSettings
 from pipeline.types import GlbParts
 
 __all__ = [
+    "FAULT",
     "Call",
     "FakeGeneration",
     "FakePipeline",
@@ -38,6 +45,7 @@ __all__ = [
     "small_glb",
 ]
 
+FAULT = "an illegal memory access was encountered (fake)"
 GATE_TIMEOUT_S = 10.0  # longer than any test needs, shorter than a CI job's patience
 _IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 
@@ -81,9 +89,16 @@ class _FakePrepared:
     data: bytes
 
 
+class _FakeStaged:
+    """An image staged on the fake's device (a plain object: weak references to it work)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 @dataclass(frozen=True)
 class Call:
-    name: str  # load, warm_up, prepare, stage, generate, fallback
+    name: str  # load, warm_up, prepare, stage, stage_on_host, device_fault, generate, fallback
     data: bytes | None
     seed: int | None  # generate's seed
     thread: int
@@ -119,6 +134,11 @@ class FakePipeline:
         for name in self.gates:
             if name not in gated:
                 self.gates[name].set()
+        self.fault: str | None = None  # set by a b"fault" job: the device is broken for good
+        # Every image staged "on the device": freeing one after a fault would abort a real
+        # process (torch records CUDA events when such tensors are freed).
+        self.on_device: list[weakref.ref[_FakeStaged]] = []
+        self.live_at_fault: list[weakref.ref[_FakeStaged]] = []  # those alive at the fault
         self.calls: list[Call] = []
         self.started: list[tuple[str, bytes | None]] = []  # appended on entry
         self.inside_generate = 0
@@ -173,12 +193,29 @@ class FakePipeline:
                 raise UnsupportedMediaType(f"not an image: starts with {data[:8]!r}")
             return _FakePrepared(data)
 
-    def stage(self, prepared: _FakePrepared) -> _FakePrepared:
+    def stage(self, prepared: _FakePrepared) -> _FakeStaged:
         with self._record("stage", prepared.data):
+            if b"stage-fault" in prepared.data:
+                self._break_device()
+            self._raise_if_faulted()
+            staged = _FakeStaged(prepared.data)
+            with self._lock:
+                self.on_device.append(weakref.ref(staged))
+            return staged
+
+    def stage_on_host(self, prepared: _FakePrepared) -> _FakePrepared:
+        with self._record("stage_on_host", prepared.data):
             return prepared
 
+    def device_fault(self) -> str | None:
+        with self._record("device_fault", None):
+            return self.fault
+
     def generate(
-        self, staged: _FakePrepared, seed: int, abandoned: threading.Event | None = None
+        self,
+        staged: _FakePrepared | _FakeStaged,
+        seed: int,
+        abandoned: threading.Event | None = None,
     ) -> FakeGeneration:
         with self._lock:
             self.inside_generate += 1
@@ -187,6 +224,9 @@ class FakePipeline:
             with self._record("generate", staged.data, seed, abandoned):
                 self._wait("generate")
                 time.sleep(self.generate_times.get(staged.data, self.generate_s))
+                if b"fault" in staged.data and b"stage-fault" not in staged.data:
+                    self._break_device()
+                self._raise_if_faulted()
                 if b"boom" in staged.data:
                     raise RuntimeError("CUDA error: an illegal memory access (fake)")
                 return FakeGeneration(self.glb, seed)
@@ -194,8 +234,8 @@ class FakePipeline:
             with self._lock:
                 self.inside_generate -= 1
 
-    def generate_fallback(self, staged: _FakePrepared, seed: int) -> FakeGeneration:
-        if not self.has_fallback:
+    def generate_fallback(self, staged: _FakePrepared | _FakeStaged, seed: int) -> FakeGeneration:
+        if not self.has_fallback and self.fault is None:
             raise AssertionError("the executor asked a pipeline without a fallback for one")
         with self._record("fallback", staged.data, seed):
             if b"fallback-fails" in staged.data:
@@ -203,6 +243,21 @@ class FakePipeline:
             return FakeGeneration(self.glb, seed, generator="fallback")
 
     # -- internals ----------------------------------------------------------------------
+
+    def _break_device(self) -> None:
+        with self._lock:
+            self.fault = FAULT
+            self.live_at_fault = [ref for ref in self.on_device if ref() is not None]
+
+    def freed_since_the_fault(self) -> int:
+        """How many images staged on the device and alive at the fault have been freed since
+        (garbage collected first)."""
+        gc.collect()
+        return sum(ref() is None for ref in self.live_at_fault)
+
+    def _raise_if_faulted(self) -> None:
+        if self.fault is not None:
+            raise RuntimeError(f"CUDA error: {self.fault}")
 
     def _wait(self, name: str) -> None:
         if not self.gates[name].wait(GATE_TIMEOUT_S):

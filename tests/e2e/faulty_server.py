@@ -1,0 +1,47 @@
+"""`python -m tests.e2e.faulty_server [server flags]`: the real server, whose main generation
+number FAULT_AT_CALL (the warm-up's is 1) first breaks the process's CUDA context for good,
+as a faulty kernel would: a store far out of bounds, an illegal memory access, sticky.
+
+FAULT_ONCE_FILE names a file written when the fault is made; while it exists no fault is made,
+so the server restarted after the fault (the same command line, executed again) runs clean.
+For tests/e2e/test_device_fault_gpu.py only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable
+
+import torch
+import triton
+import triton.language as tl
+
+from pipeline.run import Generation, Pipeline, StagedImage
+from server.__main__ import main
+
+
+@triton.jit
+def _store_far(pointer, offset):
+    tl.store(pointer + offset, 1.0)
+
+
+def _faulting(generate: Callable[..., Generation]) -> Callable[..., Generation]:
+    calls = itertools.count(1)
+
+    def wrapped(
+        self: Pipeline, staged: StagedImage, seed: int, abandoned: threading.Event | None = None
+    ) -> Generation:
+        flag = os.environ["FAULT_ONCE_FILE"]
+        if next(calls) == int(os.environ["FAULT_AT_CALL"]) and not os.path.exists(flag):
+            open(flag, "w").close()
+            _store_far[(1,)](torch.zeros(1, device=self.device), 1 << 40)
+        return generate(self, staged, seed, abandoned)
+
+    return wrapped
+
+
+if __name__ == "__main__":
+    Pipeline.generate = _faulting(Pipeline.generate)  # type: ignore[method-assign]
+    main()

@@ -1,0 +1,160 @@
+"""A real sticky CUDA fault in the real server (GPU machine): the fault's own job and the next
+are answered by the CPU fallback, `/health` says faulted, and once no job comes the process
+executes itself again (the same PID) and serves from the GPU again.
+
+The server is tests/e2e/faulty_server.py: inflate on CUDA, its second request's generation
+broken by an out-of-bounds store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.e2e.glb_checks import load_single_mesh
+from tests.pipeline.conftest import PROMPTS_DIR
+from tests.server.fakes import multipart_body
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.slow,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+IDLE_S = 3.0
+HEALTHY_TIMEOUT_S = 300.0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get(port: int, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _health(port: int) -> str:
+    try:
+        return _get(port, "/health")[1]["status"]
+    except OSError:  # not listening (starting, or executing itself again)
+        return "down"
+
+
+def _wait_for(port: int, wanted: str, server: subprocess.Popen) -> tuple[float, set[str]]:
+    """Seconds until /health says `wanted`, and the other states seen on the way."""
+    start, seen = time.monotonic(), set()
+    while (state := _health(port)) != wanted:
+        assert server.poll() is None, f"the server exited with {server.returncode}"
+        assert time.monotonic() - start < HEALTHY_TIMEOUT_S, f"never {wanted}; saw {seen}"
+        seen.add(state)
+        time.sleep(0.05)
+    return time.monotonic() - start, seen
+
+
+def _generate(port: int, image: bytes, seed: int) -> bytes:
+    body, content_type = multipart_body(image, str(seed))
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/generate", data=body, headers={"Content-Type": content_type}
+    )
+    with urllib.request.urlopen(request, timeout=300) as reply:
+        assert reply.status == 200 and reply.headers["X-Seed"] == str(seed)
+        return reply.read()
+
+
+def _children(pid: int) -> set[int]:
+    """The live processes whose parent is `pid` (from /proc)."""
+    found = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines())
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        if int(fields.get("PPid", "0").strip()) == pid and fields.get("State", "")[:1] != "Z":
+            found.add(int(status.parent.name))
+    return found
+
+
+def _last_job(port: int) -> tuple[str, dict]:
+    index = _get(port, "/")[1]
+    return index["status"], index["counters"]
+
+
+def test_a_sticky_cuda_fault_is_answered_reported_and_restarted(tmp_path: Path) -> None:
+    prompts = sorted(PROMPTS_DIR.glob("*.webp")) if PROMPTS_DIR.is_dir() else []
+    if not prompts:
+        pytest.skip(f"shared prompts not found in {PROMPTS_DIR}")
+    image = prompts[8].read_bytes()
+    port = _free_port()
+    env = {
+        **os.environ,
+        "FAULT_AT_CALL": "3",  # the warm-up, the first request, then the second request
+        "FAULT_ONCE_FILE": str(tmp_path / "faulted"),
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "tests.e2e.faulty_server", "--port", str(port)]
+    command += ["--device", "cuda", "--generator", "inflate", "--matting", "classical"]
+    command += ["--fault-restart-idle-s", str(IDLE_S)]
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
+    try:
+        warm, _ = _wait_for(port, "healthy", server)
+        assert _generate(port, image, 7)  # the GPU's answer
+        status, counters = _last_job(port)
+        assert status == "healthy" and counters["last_job_s"]["fallback"] == ""
+        # The fault: its own job answered by the CPU fallback.
+        started = time.monotonic()
+        faulted = _generate(port, image, 7)
+        fault_answer_s = time.monotonic() - started
+        assert (tmp_path / "faulted").exists()
+        load_single_mesh(faulted)
+        status, counters = _last_job(port)
+        assert status == "faulted" and counters["last_job_s"]["fallback"] == "fault"
+        assert counters["fallbacks_fault"] == 1 and counters["jobs_failed"] == 0
+        code, body = _get(port, "/health")
+        assert code == 503 and "illegal memory access" in body["detail"]
+        # The next job too (staged on the host: the device's upload would fail).
+        again = _generate(port, image, 7)
+        assert again == faulted  # the CPU fallback is deterministic
+        assert _last_job(port)[1]["fallbacks_fault"] == 2
+        workers = _children(server.pid)  # the fallback's simplification workers among them
+        # No job for IDLE_S: the process executes itself again and serves from the GPU.
+        restart_s, seen = _wait_for(port, "healthy", server)
+        assert seen & {"down", "loading"}, seen
+        assert server.poll() is None  # the same process (PID) all along
+        status, counters = _last_job(port)
+        assert (status, counters["jobs_done"]) == ("healthy", 0)  # a fresh process image
+        assert workers and not workers & _children(server.pid)  # none outlived the old image
+        after = _generate(port, image, 7)
+        status, counters = _last_job(port)
+        assert counters["last_job_s"]["fallback"] == "" and counters["jobs_done"] == 1
+        load_single_mesh(after)
+        print(
+            f"healthy after {warm:.1f} s; the fault's answer {fault_answer_s:.1f} s; healthy "
+            f"again {restart_s:.1f} s after the second fallback answer (idle {IDLE_S:g} s); "
+            f"states seen {sorted(seen)}; {len(workers)} child processes before the restart"
+        )
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        sys.stdout.write(log_path.read_text(errors="replace")[-6000:])

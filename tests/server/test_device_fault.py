@@ -1,0 +1,155 @@
+"""A device fault (a sticky CUDA error): the CPU fallback answers, `/health` says so, and the
+process is restarted once no job comes. With a fake pipeline whose device breaks for good on a
+b"fault" job (in generate) or a b"stage-fault" job (in stage), as a real CUDA context does."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from server.executor import State
+from tests.server.fakes import FAULT, FakePipeline, orchestrator_form, png
+from tests.server.support import executor_of, wait_until
+
+pytestmark = pytest.mark.asyncio
+
+
+async def post(client, image: bytes, seed: str = "1"):
+    return await client.post("/generate", data=orchestrator_form(image, seed))
+
+
+async def index(client) -> dict:
+    return await (await client.get("/")).json()
+
+
+async def health(client) -> tuple[int, dict]:
+    response = await client.get("/health")
+    return response.status, await response.json()
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["inflate-main", "trellis-main"])
+async def test_after_a_device_fault_the_fallback_answers_every_job(start_app, fallback):
+    client, fake = await start_app(FakePipeline(fallback=fallback))
+    assert (await post(client, png(b"before"))).status == 200
+    assert fake.data_of("device_fault") == []  # no failure, no check
+    # The job that breaks the device is answered by the fallback, not failed.
+    broken = await post(client, png(b"fault"), "5")
+    assert broken.status == 200 and broken.headers["X-Seed"] == "5"
+    assert await broken.read() == fake.glb.to_bytes()
+    assert fake.data_of("fallback") == [png(b"fault")]
+    assert len(fake.calls_of("device_fault")) == 1
+    seen = await index(client)
+    assert seen["status"] == "faulted"
+    counters = seen["counters"]
+    assert (counters["fallbacks_fault"], counters["fallbacks_error"]) == (1, 0)
+    assert (counters["jobs_done"], counters["jobs_failed"]) == (1 + 1, 0)
+    assert counters["last_job_s"]["fallback"] == "fault"
+    status, body = await health(client)
+    assert status == 503 and body["status"] == "faulted" and FAULT in body["detail"]
+    # Later jobs: staged on the host (the device's upload would fail), the main generator
+    # not asked, the fallback answers.
+    for tag in (b"after-1", b"after-2"):
+        answered = await post(client, png(tag), "6")
+        assert answered.status == 200 and answered.headers["X-Seed"] == "6"
+    assert fake.data_of("stage_on_host") == [png(b"after-1"), png(b"after-2")]
+    assert png(b"after-1") not in fake.data_of("stage")
+    assert fake.data_of("generate") == [png(b"before"), png(b"fault")]
+    assert fake.data_of("fallback") == [png(b"fault"), png(b"after-1"), png(b"after-2")]
+    assert (await index(client))["counters"]["fallbacks_fault"] == 3
+    assert len(fake.calls_of("device_fault")) == 1  # known once, not asked again
+    # What was on the device at the fault is never freed (a real process would abort).
+    assert len(fake.live_at_fault) == 1 and fake.freed_since_the_fault() == 0
+
+
+async def test_a_failure_that_leaves_the_device_working_is_not_a_fault(start_app):
+    client, fake = await start_app(FakePipeline())
+    failed = await post(client, png(b"boom"))
+    assert failed.status == 500  # no fallback: the failure is the answer, as before
+    assert len(fake.calls_of("device_fault")) == 1
+    assert await health(client) == (200, {"status": "healthy"})
+    assert (await post(client, png(b"fine"))).status == 200
+    assert fake.data_of("stage_on_host") == [] and fake.data_of("fallback") == []
+    # With a main-generation fallback: the fallback answers for the error, not the fault.
+    client, fake = await start_app(FakePipeline(fallback=True))
+    assert (await post(client, png(b"boom"))).status == 200
+    counters = (await index(client))["counters"]
+    assert (counters["fallbacks_error"], counters["fallbacks_fault"]) == (1, 0)
+    assert executor_of(client).state is State.HEALTHY
+
+
+async def test_a_fault_found_by_the_staging_restages_the_job_on_the_host(start_app):
+    client, fake = await start_app(FakePipeline(fallback=True))
+    answered = await post(client, png(b"stage-fault"), "3")
+    assert answered.status == 200 and answered.headers["X-Seed"] == "3"
+    assert fake.data_of("stage") == [png(b"stage-fault")]
+    assert fake.data_of("stage_on_host") == [png(b"stage-fault")]
+    assert fake.data_of("generate") == []
+    assert fake.data_of("fallback") == [png(b"stage-fault")]
+    assert executor_of(client).state is State.FAULTED
+
+
+async def test_a_staging_failure_on_a_working_device_fails_the_job(start_app):
+    client, fake = await start_app(FakePipeline(fallback=True))
+    failed = await post(client, png(b"crash-prepare"))
+    assert failed.status == 500 and "prepare failed" in (await failed.json())["detail"]
+    assert len(fake.calls_of("device_fault")) == 1
+    assert fake.data_of("fallback") == [] and executor_of(client).state is State.HEALTHY
+
+
+async def test_jobs_waiting_at_the_fault_are_staged_again_on_the_host(start_app):
+    fake = FakePipeline(gated=("generate",))
+    client, _ = await start_app(fake)
+    first = asyncio.create_task(post(client, png(b"fault")))
+    await wait_until(lambda: fake.has_started("generate", png(b"fault")), "the faulting job runs")
+    second = asyncio.create_task(post(client, png(b"queued")))
+    # Prefetched: staged on the device while the first job generates.
+    await wait_until(lambda: fake.data_of("stage") == [png(b"fault"), png(b"queued")], "prefetch")
+    fake.open("generate")
+    assert (await asyncio.wait_for(first, 5)).status == 200
+    assert (await asyncio.wait_for(second, 5)).status == 200
+    assert fake.data_of("stage_on_host") == [png(b"queued")]
+    assert fake.data_of("generate") == [png(b"fault")]
+    assert fake.data_of("fallback") == [png(b"fault"), png(b"queued")]
+    assert len(fake.live_at_fault) == 2 and fake.freed_since_the_fault() == 0
+
+
+async def test_the_process_is_restarted_once_no_job_comes_after_a_fault(start_app):
+    restarts: list[float] = []
+    loop = asyncio.get_running_loop()
+    idle_s = 0.5
+    client, fake = await start_app(
+        FakePipeline(), fault_restart_idle_s=idle_s, on_restart=lambda: restarts.append(loop.time())
+    )
+    assert (await post(client, png(b"fine"))).status == 200
+    await asyncio.sleep(idle_s * 1.5)
+    assert restarts == []  # idle, but no fault: nothing to restart
+    assert (await post(client, png(b"fault"))).status == 200
+    faulted_at = loop.time()
+    # Jobs that keep coming postpone the restart: each is answered by the fallback.
+    while True:
+        assert (await post(client, png(b"busy"))).status == 200
+        last_answer = loop.time()
+        if last_answer - faulted_at > idle_s * 2:
+            break
+        await asyncio.sleep(idle_s / 5)
+    assert restarts == []
+    await wait_until(lambda: restarts, "the restart was asked for")
+    assert restarts[0] - last_answer >= idle_s * 0.9
+    assert executor_of(client).restart_requested
+    await asyncio.sleep(idle_s * 1.5)
+    assert len(restarts) == 1  # asked once
+    assert (await post(client, png(b"late"))).status == 200  # until it happens, still answered
+    assert fake.data_of("fallback")[-1] == png(b"late")
+
+
+async def test_without_a_restart_the_server_stays_on_the_fallback(start_app):
+    restarts: list[int] = []
+    client, _ = await start_app(
+        FakePipeline(), fault_restart_idle_s=0.0, on_restart=lambda: restarts.append(1)
+    )
+    assert (await post(client, png(b"fault"))).status == 200
+    await asyncio.sleep(0.5)
+    assert restarts == [] and not executor_of(client).restart_requested
+    assert (await post(client, png(b"after"))).status == 200
+    assert (await health(client))[1]["status"] == "faulted"

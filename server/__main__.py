@@ -5,7 +5,8 @@ Every server and pipeline setting has a flag and an environment variable (`--que
 The port is bound at once; models load in the background while `/health` says "loading".
 After a device fault (a sticky CUDA error) and `fault_restart_idle_s` without jobs, the server
 shuts down as on SIGTERM and executes the same command line again: a fresh process image (the
-same PID, so a container does not stop), a fresh CUDA context.
+same PID, so a container does not stop), a fresh CUDA context, the same listening socket
+(server/listen.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from server.config import (
     service_version,
     settings_from_flags,
 )
+from server.listen import hand_over, listening_socket
 from server.routes import EXECUTOR_KEY
 
 __all__ = ["main"]
@@ -64,12 +66,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     log.info("%s %s", SERVICE_NAME, service_version())
     log.info("server settings: %s", describe_settings(settings))
     log.info("pipeline settings: %s", describe_settings(pipeline_settings))
-    # 3. Serve on a uvloop event loop (uvloop.install() is deprecated since Python 3.12).
+    # 3. Serve on a uvloop event loop (uvloop.install() is deprecated since Python 3.12), on a
+    # socket bound here (or handed over by the image before this one), a duplicate of which
+    # stays open for a restart.
     app = make_app(settings, pipeline_settings=pipeline_settings, on_restart=_shut_down)
+    try:
+        sock = listening_socket(settings.host, settings.port)
+    except OSError as exc:  # the port taken, an address not of this host
+        log.error("cannot listen on %s port %d: %s", settings.host, settings.port, exc)
+        sys.exit(1)
+    kept = os.dup(sock.fileno())
     web.run_app(
         app,
-        host=settings.host,
-        port=settings.port,
+        sock=sock,
         loop=uvloop.new_event_loop(),
         handler_cancellation=settings.handler_cancellation,
         access_log=None,  # the /generate handler logs its own richer line
@@ -84,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             from pipeline.simplify_workers import stop_workers  # loaded by now
 
             stop_workers()  # its worker processes would outlive the process image
+            hand_over(kept)  # connections meanwhile wait in its backlog
             command = [sys.executable, *sys.orig_argv[1:]]
             log.critical("restarting after the device fault: %s", " ".join(command))
             logging.shutdown()

@@ -61,9 +61,10 @@ def test_a_handed_over_descriptor_that_is_no_listening_socket_is_not_used(
     opened: list[int] = []
     other = None
     if what == "closed":
-        descriptor = os.dup(0)
-        os.close(descriptor)
-        value = str(descriptor)
+        reader, writer = os.pipe()
+        os.close(reader)
+        os.close(writer)
+        value = str(reader)
     elif what == "not a number":
         value = "fd3"
     elif what == "a pipe":

@@ -1,10 +1,12 @@
 """`python -m tests.e2e.faulty_server [server flags]`: the real server, whose main generation
 number FAULT_AT_CALL (the warm-up's is 1) first breaks the process's CUDA context for good,
-as a faulty kernel would: a store far out of bounds, an illegal memory access, sticky.
+as a faulty kernel would: a store far out of bounds, an illegal memory access, sticky. On a
+CPU, where there is no context to break, the fault is simulated: that generation raises and
+`Pipeline.device_fault` reports the fault from then on, in this process image.
 
 FAULT_ONCE_FILE names a file written when the fault is made; while it exists no fault is made,
 so the server restarted after the fault (the same command line, executed again) runs clean.
-For tests/e2e/test_device_fault_gpu.py only.
+For tests/e2e/test_device_fault_e2e.py only.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import triton.language as tl
 from pipeline.run import Generation, Pipeline, StagedImage
 from server.__main__ import main
 
+SIMULATED = "CUDA error: an illegal memory access was encountered (simulated on the CPU)"
+_simulated: list[str] = []  # the simulated fault, once made
+
 
 @triton.jit
 def _store_far(pointer, offset):
@@ -36,12 +41,24 @@ def _faulting(generate: Callable[..., Generation]) -> Callable[..., Generation]:
         flag = os.environ["FAULT_ONCE_FILE"]
         if next(calls) == int(os.environ["FAULT_AT_CALL"]) and not os.path.exists(flag):
             open(flag, "w").close()
-            _store_far[(1,)](torch.zeros(1, device=self.device), 1 << 40)
+            if self.device.type == "cuda":
+                _store_far[(1,)](torch.zeros(1, device=self.device), 1 << 40)
+            else:
+                _simulated.append(SIMULATED)
+                raise RuntimeError(SIMULATED)
         return generate(self, staged, seed, abandoned)
+
+    return wrapped
+
+
+def _reporting(device_fault: Callable[[Pipeline], str | None]) -> Callable[[Pipeline], str | None]:
+    def wrapped(self: Pipeline) -> str | None:
+        return _simulated[0] if _simulated else device_fault(self)
 
     return wrapped
 
 
 if __name__ == "__main__":
     Pipeline.generate = _faulting(Pipeline.generate)  # type: ignore[method-assign]
+    Pipeline.device_fault = _reporting(Pipeline.device_fault)  # type: ignore[method-assign]
     main()

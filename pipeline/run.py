@@ -227,7 +227,8 @@ class Pipeline:
         except torch.OutOfMemoryError:
             return None
         except RuntimeError as error:
-            return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            first_line = (str(error).splitlines() or [""])[0]
+            return f"{type(error).__name__}: {first_line}"
         return None
 
     def generate_fallback(self, staged: StagedImage, seed: int) -> Generation:

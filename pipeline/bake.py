@@ -19,6 +19,15 @@ Recipe (bake):
      (pipeline/texture_fit.py). Texels no bilinear sample of the surface reads keep step 4's
      colour. Where the GPU runs out of memory inside this step, the bake keeps step 4's
      texture (a warning says so) rather than failing the request.
+
+Material (settings.material): with "field" (the default) the field's metallic and roughness
+go into the GLB as the generator made them: where either varies over the voxels, steps 1-4
+bake them beside the colour (one raster, one field lookup, one fill) into a metallicRoughness
+texture (glTF's layout: G roughness, B metallic; not fitted: they only shape the light's
+highlight), with factors 1; where both are uniform (inflate's are), they are written as the
+factors, at the uint8 level a texture would hold, and no texture is made. With "constant",
+settings.metallic and settings.roughness are the factors. The colour texture is the same bits
+either way.
 """
 
 from __future__ import annotations
@@ -41,8 +50,12 @@ __all__ = [
     "ColourSource",
     "bake",
     "bake_texture",
+    "centre_texture",
     "field_colour",
+    "field_material",
+    "field_values",
     "fit_enabled",
+    "fitted_texture",
     "quantise",
     "quarter_colours",
 ]
@@ -68,14 +81,32 @@ EXTRAPOLATION_LIMIT = -1.0
 QUARTER_CHUNK = 1 << 21
 
 
+def field_values(
+    asset: RawAsset, frame: Frame, device: torch.device, channels: int
+) -> ColourSource:
+    """The voxel field's first `channels` attributes (base colour RGB, metallic, roughness,
+    alpha) at each point, taken back into the asset's frame."""
+    coords, values = asset.coords.to(device), asset.attrs[:, :channels].to(device)
+
+    def sample(face: torch.Tensor, bary: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        return field_sample(coords, values, asset.resolution, frame.to_asset(points))
+
+    return sample
+
+
 def field_colour(asset: RawAsset, frame: Frame, device: torch.device) -> ColourSource:
     """The voxel field's base colour at each point, taken back into the asset's frame."""
-    coords, colours = asset.coords.to(device), asset.attrs[:, :3].to(device)
+    return field_values(asset, frame, device, 3)
 
-    def colour(face: torch.Tensor, bary: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        return field_sample(coords, colours, asset.resolution, frame.to_asset(points))
 
-    return colour
+def field_material(asset: RawAsset) -> tuple[float, float] | None:
+    """(metallic, roughness) when each is one uint8 level over every voxel of the field, as
+    that level / 255 (what a texture of it would give); None when either varies."""
+    levels = quantise(asset.attrs[:, 3:5].clamp(0, 1))  # [N, 2] uint8
+    low, high = levels.amin(0).tolist(), levels.amax(0).tolist()  # one host sync
+    if low != high:
+        return None
+    return low[0] / 255, low[1] / 255
 
 
 def fit_enabled(settings: PipelineSettings, device: torch.device) -> bool:
@@ -86,6 +117,13 @@ def fit_enabled(settings: PipelineSettings, device: torch.device) -> bool:
 def bake_texture(mesh: UVMesh, size: int, colour: ColourSource, fit: bool = False) -> torch.Tensor:
     """The [size, size, 3] float32 texture in [0, 1]: every covered texel from `colour`, the
     rest from the nearest covered texel; with `fit`, then fitted to bilinear sampling."""
+    texture = centre_texture(mesh, size, colour)
+    return fitted_texture(mesh, size, colour, texture) if fit else texture
+
+
+def centre_texture(mesh: UVMesh, size: int, source: ColourSource) -> torch.Tensor:
+    """Steps 1-4: the [size, size, C] float32 texture in [0, 1], C the source's channels: every
+    covered texel from `source` at its (extended) centre, the rest from the nearest one."""
     # 1. Coverage.
     raster: UVRaster = mesh.raster
     if raster is None or raster.face_ids.shape != (size, size):
@@ -97,13 +135,19 @@ def bake_texture(mesh: UVMesh, size: int, colour: ColourSource, fit: bool = Fals
     corners = mesh.positions[mesh.faces[face]]  # [T, 3, 3]
     points = (barycentrics[:, :, None] * corners).sum(1)
     # 3. Colour there.
-    texture = torch.zeros(size, size, 3, dtype=torch.float32, device=mesh.positions.device)
-    texture[covered] = colour(face, barycentrics, points).float().clamp(0, 1)
+    values = source(face, barycentrics, points).float().clamp(0, 1)  # [T, C]
+    texture = values.new_zeros(size, size, values.shape[1])
+    texture[covered] = values
     # 4. Fill the rest from the nearest covered texel.
-    texture = dilate(texture, covered)
-    if not fit:
-        return texture
-    # 5. The colour at each texel's quarter points on the surface, and the fit to them.
+    return dilate(texture, covered)
+
+
+def fitted_texture(
+    mesh: UVMesh, size: int, colour: ColourSource, texture: torch.Tensor
+) -> torch.Tensor:
+    """Step 5: `texture` (steps 1-4 of `colour`) fitted to bilinear sampling of the colour at
+    each texel's quarter points on the surface; `texture` itself when the GPU runs out of
+    memory on the way."""
     try:
         colours, inside = quarter_colours(mesh, size, colour)
         return fit_texture(texture, colours, inside).clamp(0, 1)
@@ -153,7 +197,7 @@ def _extended(
 
 
 def quantise(texture: torch.Tensor) -> torch.Tensor:
-    """[S, S, 3] float in [0, 1] -> the uint8 texture the GLB stores (rounded)."""
+    """Texture values in [0, 1] (any shape) -> the uint8 levels the GLB stores (rounded)."""
     return (texture * 255 + 0.5).to(torch.uint8)
 
 
@@ -164,14 +208,31 @@ def bake(mesh: UVMesh, asset: RawAsset, settings: PipelineSettings) -> TexturedM
     size = settings.texture_size
     device = mesh.positions.device
     fit = fit_enabled(settings, device)
-    texture = bake_texture(mesh, size, field_colour(asset, mesh.frame, device), fit)
+    if settings.material == "constant":
+        factors = (settings.metallic, settings.roughness)
+    else:
+        factors = field_material(asset)
+    # The colour, and where the field's material varies its metallic and roughness too (the
+    # field's channels 3 and 4), through steps 1-4 at once.
+    channels = 3 if factors is not None else 5
+    values = centre_texture(mesh, size, field_values(asset, mesh.frame, device, channels))
+    texture = values[..., :3]
+    if fit:
+        texture = fitted_texture(mesh, size, field_colour(asset, mesh.frame, device), texture)
+    metallic_roughness = None
+    if factors is None:
+        metallic, roughness = quantise(values[..., 3:5]).unbind(2)  # [S, S] uint8 each
+        layout = (torch.zeros_like(metallic), roughness, metallic)  # glTF's R, G, B
+        metallic_roughness = torch.stack(layout, 2).cpu().numpy()
+        factors = (1.0, 1.0)
     base_color = quantise(texture).cpu().numpy()
     log.info(
-        "bake: %d faces -> %dx%d texture%s, %.0f ms",
+        "bake: %d faces -> %dx%d texture%s%s, %.0f ms",
         len(mesh.faces),
         size,
         size,
         " (fitted to bilinear sampling)" if fit else "",
+        " and metallicRoughness texture" if metallic_roughness is not None else "",
         (time.perf_counter() - start) * 1e3,
     )
     return TexturedMesh(
@@ -180,4 +241,7 @@ def bake(mesh: UVMesh, asset: RawAsset, settings: PipelineSettings) -> TexturedM
         uvs=mesh.uvs.cpu().numpy().astype(np.float32),
         faces=mesh.faces.cpu().numpy().astype(np.uint32),
         base_color=base_color,
+        metallic=float(factors[0]),
+        roughness=float(factors[1]),
+        metallic_roughness=metallic_roughness,
     )

@@ -108,8 +108,14 @@ class PipelineSettings:
     # glb
     texture_format: str = setting("jpeg", "base-colour texture encoding", ("jpeg", "png"))
     jpeg_quality: int = setting(90, "JPEG quality of the base-colour texture (1-100)")
-    metallic: float = setting(0.0, "glTF metallicFactor written into the material")
-    roughness: float = setting(0.8, "glTF roughnessFactor written into the material")
+    material: str = setting(
+        "field",
+        "metallic and roughness: field = the generator's voxel field (a metallicRoughness "
+        "texture where it varies, factors where it is uniform), constant = METALLIC, ROUGHNESS",
+        ("field", "constant"),
+    )
+    metallic: float = setting(0.0, "glTF metallicFactor with MATERIAL=constant")
+    roughness: float = setting(0.8, "glTF roughnessFactor with MATERIAL=constant")
 
     def __post_init__(self) -> None:
         check_choices(self)

@@ -112,6 +112,11 @@ class TexturedMesh:
     uvs: np.ndarray  # [V, 2] float32
     faces: np.ndarray  # [F, 3] uint32
     base_color: np.ndarray  # [H, W, 3] uint8; row 0 is v = 0 (glTF's image top)
+    metallic: float  # glTF metallicFactor
+    roughness: float  # glTF roughnessFactor
+    # [H, W, 3] uint8 as glTF reads it: G roughness, B metallic (R unused, 0), times the
+    # factors; None: the factors alone.
+    metallic_roughness: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

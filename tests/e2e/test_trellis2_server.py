@@ -88,8 +88,14 @@ async def test_a_prompt_gets_a_valid_glb_from_trellis2(aiohttp_client, fake_trel
     vertices = np.asarray(mesh.vertices)
     assert np.abs(vertices).max() <= 0.5
     assert np.argmax(vertices.max(0) - vertices.min(0)) == 1  # Y up
+    # The fake's metallic and roughness vary: a metallicRoughness texture, factors 1.
     material = gltf_json(body)["materials"][0]["pbrMetallicRoughness"]
-    assert "metallicFactor" in material and "roughnessFactor" in material
+    assert material["metallicRoughnessTexture"] == {"index": 1}
+    assert (material["metallicFactor"], material["roughnessFactor"]) == (1.0, 1.0)
+    texture = mesh.visual.material.metallicRoughnessTexture
+    roughness, metallic = np.asarray(texture)[..., 1], np.asarray(texture)[..., 2]
+    assert 0.05 * 255 - 8 <= metallic.min() < metallic.max() <= 0.55 * 255 + 8
+    assert 0.3 * 255 - 8 <= roughness.min() < roughness.max() <= 0.7 * 255 + 8
     report = validate_glb(body)
     assert report["numErrors"] == 0, report["errors"]
     counters = (await info(client))["counters"]

@@ -126,10 +126,14 @@ def test_every_texel_is_filled(name: str) -> None:
 @pytest.mark.parametrize("name", ["ring", "l_shape"])
 def test_gutter_texels_copy_their_nearest_covered_texel(name: str) -> None:
     _, uv_mesh, textured = baked(name)
+    assert_gutters_copy_their_nearest_covered_texel(textured.base_color, uv_mesh)
+
+
+def assert_gutters_copy_their_nearest_covered_texel(texture: np.ndarray, uv_mesh: UVMesh) -> None:
     covered = (uv_mesh.raster.face_ids >= 0).numpy()
     assert 0 < covered.mean() < 1
     distance, (near_rows, near_cols) = distance_transform_edt(~covered, return_indices=True)
-    image = textured.base_color.astype(np.int64)
+    image = texture.astype(np.int64)
     expected = image[near_rows, near_cols]
     mismatched = np.argwhere((image != expected).any(-1))
     # Where several covered texels are equally near, any of them may be the one copied.
@@ -320,3 +324,88 @@ def test_the_fit_running_out_of_memory_keeps_the_texel_centre_texture(monkeypatc
     monkeypatch.setattr("pipeline.bake.fit_texture", lambda *args: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         bake_texture(uv_mesh, TEXTURE_SIZE, wave_colour, fit=True)
+
+
+# ------------------------------------------------------------------------------- material
+# A varying material for the field: metallic follows x, roughness falls with z (asset frame).
+def material_of(points: torch.Tensor) -> torch.Tensor:
+    """[..., 3] asset-frame points -> [..., 2] (metallic, roughness) of the test field."""
+    return torch.stack((0.1 + 0.8 * (points[..., 0] + 0.5), 0.9 - 0.7 * (points[..., 2] + 0.5)), -1)
+
+
+def with_material(asset: RawAsset, material: torch.Tensor) -> RawAsset:
+    """The asset with its metallic and roughness channels replaced by material [N, 2]."""
+    attrs = torch.cat((asset.attrs[:, :3], material.float(), asset.attrs[:, 5:]), dim=1)
+    return dataclasses.replace(asset, attrs=attrs)
+
+
+def varying(asset: RawAsset) -> RawAsset:
+    return with_material(asset, material_of((asset.coords.double() + 0.5) / asset.resolution - 0.5))
+
+
+@pytest.mark.parametrize("fit", ["off", "on"])
+def test_a_uniform_field_material_is_written_as_factors_without_a_texture(fit: str) -> None:
+    """Inflate's field is metallic 0, roughness 0.8 everywhere: the factors the GLB always had."""
+    asset, uv_mesh, _ = baked("ring")
+    textured = bake(uv_mesh, asset, settings(bake_fit=fit))
+    assert settings().material == "field"
+    assert (textured.metallic, textured.roughness) == (0.0, 0.8)
+    assert textured.metallic_roughness is None
+    # Uniform at the uint8 level is uniform: values within half a level round to one factor.
+    jitter = torch.linspace(-0.4, 0.4, len(asset.attrs))[:, None] / 255
+    near = with_material(asset, torch.tensor([[128.0, 64.0]]) / 255 + jitter)
+    textured = bake(uv_mesh, near, settings(bake_fit=fit))
+    assert (textured.metallic, textured.roughness) == (128 / 255, 64 / 255)
+    assert textured.metallic_roughness is None
+
+
+@pytest.mark.parametrize("fit", ["off", "on"])
+def test_a_varying_field_material_is_baked_into_a_metallic_roughness_texture(fit: str) -> None:
+    asset, uv_mesh, _ = baked("l_shape")
+    plain = bake(uv_mesh, asset, settings(bake_fit=fit))
+    textured = bake(uv_mesh, varying(asset), settings(bake_fit=fit))
+    assert (textured.metallic, textured.roughness) == (1.0, 1.0)
+    texture = textured.metallic_roughness
+    assert texture.shape == (TEXTURE_SIZE, TEXTURE_SIZE, 3) and texture.dtype == np.uint8
+    assert texture.flags.c_contiguous and not texture[..., 0].any()  # R unused
+    rows, cols, points = texel_points(uv_mesh, TEXTURE_SIZE)
+    expected = material_of(points)  # metallic, roughness
+    got = torch.from_numpy(texture).double()[rows, cols] / 255
+    tolerance = 0.8 / RESOLUTION + 1 / 255  # the field's steepest slope, as for the colour
+    assert float((got[:, 2] - expected[:, 0]).abs().max()) <= tolerance  # B: metallic
+    assert float((got[:, 1] - expected[:, 1]).abs().max()) <= tolerance  # G: roughness
+    assert float(expected[:, 0].std()) > 0.1 and float(expected[:, 1].std()) > 0.1
+    # The colour is the same bits with or without the material beside it.
+    np.testing.assert_array_equal(textured.base_color, plain.base_color)
+
+
+def test_the_metallic_roughness_texture_fills_its_gutters_from_the_nearest_covered_texel() -> None:
+    asset, uv_mesh, _ = baked("ring")
+    textured = bake(uv_mesh, varying(asset), settings())
+    assert_gutters_copy_their_nearest_covered_texel(textured.metallic_roughness, uv_mesh)
+    # No texel is left empty (0): the field's metallic is at least 0.1, its roughness 0.2.
+    assert textured.metallic_roughness[..., 2].min() >= round(0.1 * 255)
+    assert textured.metallic_roughness[..., 1].min() >= round(0.2 * 255)
+
+
+def test_a_constant_material_ignores_the_field() -> None:
+    asset, uv_mesh, plain = baked("ring")
+    config = settings(material="constant", metallic=0.3, roughness=0.45)
+    textured = bake(uv_mesh, varying(asset), config)
+    assert (textured.metallic, textured.roughness) == (0.3, 0.45)
+    assert textured.metallic_roughness is None
+    np.testing.assert_array_equal(textured.base_color, plain.base_color)
+
+
+def test_one_voxel_of_another_material_makes_a_texture() -> None:
+    asset, uv_mesh, _ = baked("ring")
+    material = asset.attrs[:, 3:5].clone()
+    material[len(material) // 2] = torch.tensor([0.9, 0.1])
+    textured = bake(uv_mesh, with_material(asset, material), settings())
+    assert textured.metallic_roughness is not None
+    assert (textured.metallic, textured.roughness) == (1.0, 1.0)
+    # Away from that voxel the texture holds the rest's levels: metallic 0, roughness 204.
+    levels, counts = np.unique(
+        textured.metallic_roughness.reshape(-1, 3), axis=0, return_counts=True
+    )
+    assert levels[np.argmax(counts)].tolist() == [0, 204, 0]

@@ -28,7 +28,8 @@ NORMAL_TOLERANCE = 1e-6
 # 5-9 levels (Pillow 13); the tolerances leave room for another libjpeg, not a wrong image.
 JPEG_MEAN_ABS_TOLERANCE = 2.0
 JPEG_MAX_ABS_TOLERANCE = 16
-# Not the settings' defaults, so a writer that hard-codes the material fails.
+# Not the settings' defaults, so a writer that hard-codes the material or reads the settings'
+# factors instead of the mesh's fails.
 METALLIC, ROUGHNESS = 0.25, 0.6
 FORMATS = ("png", "jpeg")
 UNSIGNED_SHORT, UNSIGNED_INT, FLOAT = 5123, 5125, 5126
@@ -38,8 +39,7 @@ TYPE_WIDTHS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3}
 
 # ---------------------------------------------------------------------------------- builders
 def settings_for(texture_format: str, **overrides: object) -> PipelineSettings:
-    values = {"metallic": METALLIC, "roughness": ROUGHNESS} | overrides
-    return PipelineSettings(texture_format=texture_format, **values)  # type: ignore[arg-type]
+    return PipelineSettings(texture_format=texture_format, **overrides)  # type: ignore[arg-type]
 
 
 def cube_texture() -> np.ndarray:
@@ -99,6 +99,8 @@ def cube_mesh() -> TexturedMesh:
         uvs=np.array(uvs, dtype=np.float32),
         faces=np.array(faces, dtype=np.uint32),
         base_color=cube_texture(),
+        metallic=METALLIC,
+        roughness=ROUGHNESS,
     )
 
 
@@ -119,12 +121,23 @@ def random_mesh(vertex_count: int, face_count: int, seed: int) -> TexturedMesh:
         uvs=rng.random((vertex_count, 2), dtype=np.float32),
         faces=faces.astype(np.uint32),
         base_color=smooth_texture(37, 53, seed),
+        metallic=METALLIC,
+        roughness=ROUGHNESS,
     )
+
+
+def with_material_texture(mesh: TexturedMesh) -> TexturedMesh:
+    """The mesh with a metallicRoughness texture of another size than its base colour (R 0,
+    G roughness, B metallic) and factors 1, as the bake writes a varying material."""
+    texture = smooth_texture(24, 40, seed=7)
+    texture[..., 0] = 0
+    return dataclasses.replace(mesh, metallic=1.0, roughness=1.0, metallic_roughness=texture)
 
 
 # name -> (builder, expected index componentType)
 MESHES: dict[str, tuple[Callable[[], TexturedMesh], int]] = {
     "cube": (cube_mesh, UNSIGNED_SHORT),
+    "cube-material-texture": (lambda: with_material_texture(cube_mesh()), UNSIGNED_SHORT),
     # 4001 faces: 24006 index bytes, so the image view needs 2 bytes of padding before it
     "random-uint16": (lambda: random_mesh(3001, 4001, seed=1), UNSIGNED_SHORT),
     "random-uint32": (lambda: random_mesh(70_001, 3001, seed=2), UNSIGNED_INT),
@@ -167,8 +180,8 @@ def read_accessor(document: dict, binary: bytes, index: int) -> np.ndarray:
     return values if width == 1 else values.reshape(-1, width)
 
 
-def image_bytes(document: dict, binary: bytes) -> bytes:
-    view = document["bufferViews"][document["images"][0]["bufferView"]]
+def image_bytes(document: dict, binary: bytes, index: int = 0) -> bytes:
+    view = document["bufferViews"][document["images"][index]["bufferView"]]
     return binary[view["byteOffset"] : view["byteOffset"] + view["byteLength"]]
 
 
@@ -207,13 +220,18 @@ def test_trimesh_loads_what_was_written(name: str, texture_format: str) -> None:
     np.testing.assert_array_equal(geometry.visual.uv, expected_uvs)
 
     material = geometry.visual.material
-    assert material.metallicFactor == settings.metallic
-    assert material.roughnessFactor == settings.roughness
+    assert material.metallicFactor == mesh.metallic != settings.metallic
+    assert material.roughnessFactor == mesh.roughness != settings.roughness
     assert material.alphaMode == "OPAQUE" and not material.doubleSided
     np.testing.assert_array_equal(material.baseColorFactor, [255, 255, 255, 255])
     texture = material.baseColorTexture
     assert texture.mode == "RGB"  # no alpha channel: the judge's blending fades alpha to white
     assert_texture_matches(np.asarray(texture), mesh.base_color, texture_format)
+    if mesh.metallic_roughness is None:
+        assert material.metallicRoughnessTexture is None
+    else:  # the judge's renderer reads its G as roughness and its B as metallic
+        texture = material.metallicRoughnessTexture
+        assert_texture_matches(np.asarray(texture), mesh.metallic_roughness, texture_format)
 
 
 def test_texture_orientation_as_trimesh_samples_it() -> None:
@@ -235,7 +253,7 @@ def test_texture_orientation_as_trimesh_samples_it() -> None:
 # ------------------------------------------------------------------ the bytes themselves
 @pytest.mark.parametrize(("name", "texture_format"), CASES)
 def test_glb_layout(name: str, texture_format: str) -> None:
-    mesh, settings, parts = write(name, texture_format)
+    mesh, _, parts = write(name, texture_format)
     data = parts.to_bytes()
     glb = parse_glb(data)
 
@@ -260,21 +278,28 @@ def test_glb_layout(name: str, texture_format: str) -> None:
     assert primitive["mode"] == 4 and primitive["material"] == 0
     assert set(primitive["attributes"]) == {"POSITION", "NORMAL", "TEXCOORD_0"}
 
-    # The material and its texture.
+    # The material and its textures.
     (material,) = document["materials"]
-    assert material["pbrMetallicRoughness"] == {
+    pbr = {
         "baseColorTexture": {"index": 0},
         "baseColorFactor": [1.0, 1.0, 1.0, 1.0],
-        "metallicFactor": settings.metallic,
-        "roughnessFactor": settings.roughness,
+        "metallicFactor": mesh.metallic,
+        "roughnessFactor": mesh.roughness,
     }
+    textures = 1
+    if mesh.metallic_roughness is not None:
+        pbr["metallicRoughnessTexture"] = {"index": 1}
+        textures = 2
+    assert material["pbrMetallicRoughness"] == pbr
     assert material["doubleSided"] is False and material["alphaMode"] == "OPAQUE"
-    assert document["textures"] == [{"sampler": 0, "source": 0}]
+    assert document["textures"] == [{"sampler": 0, "source": i} for i in range(textures)]
     assert document["samplers"] == [
         {"magFilter": 9729, "minFilter": 9729, "wrapS": 33071, "wrapT": 33071}
     ]
-    (image,) = document["images"]
-    assert image["mimeType"] == f"image/{texture_format}" and "uri" not in image
+    images = document["images"]
+    assert len(images) == textures
+    for image in images:
+        assert image["mimeType"] == f"image/{texture_format}" and "uri" not in image
 
     # One GLB-stored buffer; views 4-byte aligned, tightly packed, in order, zero-padded.
     (buffer,) = document["buffers"]
@@ -304,7 +329,9 @@ def test_glb_layout(name: str, texture_format: str) -> None:
         assert accessor["count"] == count
         target = 34963 if index == primitive["indices"] else 34962
         assert views[accessor["bufferView"]]["target"] == target
-    assert "target" not in views[image["bufferView"]]
+    assert all("target" not in views[image["bufferView"]] for image in images)
+    assert [image["bufferView"] for image in images] == list(range(4, 4 + textures))
+    assert len(views) == 4 + textures
     position = accessors[attributes["POSITION"]]
     assert position["min"] == mesh.positions.min(axis=0).tolist()
     assert position["max"] == mesh.positions.max(axis=0).tolist()
@@ -329,12 +356,16 @@ def test_bytes_round_trip_through_our_reader(name: str, texture_format: str) -> 
     np.testing.assert_array_equal(uvs, mesh.uvs)  # glTF's own convention: no flip
     np.testing.assert_array_equal(indices, mesh.faces.reshape(-1))
 
-    encoded = image_bytes(document, binary)
-    image = Image.open(io.BytesIO(encoded))
-    assert image.format == texture_format.upper() and image.mode == "RGB"
-    if texture_format == "jpeg":
-        assert JpegImagePlugin.get_sampling(image) == 0  # 4:4:4, no chroma subsampling
-    assert_texture_matches(np.asarray(image), mesh.base_color, texture_format)
+    textures = [mesh.base_color]
+    if mesh.metallic_roughness is not None:
+        textures.append(mesh.metallic_roughness)
+    assert len(document["images"]) == len(textures)
+    for index, texture in enumerate(textures):
+        image = Image.open(io.BytesIO(image_bytes(document, binary, index)))
+        assert image.format == texture_format.upper() and image.mode == "RGB"
+        if texture_format == "jpeg":
+            assert JpegImagePlugin.get_sampling(image) == 0  # 4:4:4, no chroma subsampling
+        assert_texture_matches(np.asarray(image), texture, texture_format)
 
 
 @pytest.mark.parametrize(
@@ -490,6 +521,26 @@ BAD_INPUTS = [
     ),
     pytest.param(
         _bad(base_color=lambda a: a.astype(np.int16) + 100), "outside 0..255", id="base_color 300"
+    ),
+    pytest.param(
+        lambda mesh: dataclasses.replace(mesh, metallic_roughness=mesh.base_color[..., :2]),
+        r"metallic_roughness must be an \[H, W, 3\] uint8",
+        id="metallic_roughness two channels",
+    ),
+    pytest.param(
+        lambda mesh: dataclasses.replace(mesh, metallic_roughness=mesh.base_color / 255.0),
+        r"metallic_roughness must be an \[H, W, 3\] uint8",
+        id="metallic_roughness float",
+    ),
+    pytest.param(
+        lambda mesh: dataclasses.replace(mesh, metallic=1.5),
+        r"metallic and roughness must lie in \[0, 1\]; got \(1.5, 0.6\)",
+        id="metallic 1.5",
+    ),
+    pytest.param(
+        lambda mesh: dataclasses.replace(mesh, roughness=float("nan")),
+        r"metallic and roughness must lie in \[0, 1\]",
+        id="roughness NaN",
     ),
 ]
 

@@ -10,7 +10,8 @@ be local folders (transformers would download a Hub name). `low_vram` comes from
 returns one MeshWithVoxel made from the prompt: an upright (Z up) vase whose proportions depend
 on the seed, with the real output's warts (inconsistent winding, an open top, a non-manifold fin,
 a float16 surface field at resolution 1024 for the 1024 types, attributes slightly outside
-[0, 1]); its colours are the prompt's, seen from the front (-Y).
+[0, 1]); its colours are the prompt's, seen from the front (-Y), its metallic and roughness
+vary with height.
 """
 
 from __future__ import annotations
@@ -240,8 +241,9 @@ def _vase(pixels: np.ndarray, R: int, device: torch.device) -> MeshWithVoxel:
     attrs = torch.cat(
         (
             colour * 1.04 - 0.02,  # the decoder's output is not clamped to [0, 1]
-            torch.full((len(coords), 1), 0.05),
-            torch.full((len(coords), 1), 0.7),
+            # Metallic and roughness vary with height, as a real asset's material may.
+            0.05 + 0.5 * (centres[:, 2:] + 0.5),
+            0.7 - 0.4 * (centres[:, 2:] + 0.5),
             torch.full((len(coords), 1), 1.01),
         ),
         dim=1,

@@ -1,9 +1,9 @@
-"""What the metallicRoughness texture costs (pipeline/bake.py, MATERIAL=field): per prompt image,
-the inflate asset at `--resolution` with a material put into its voxel field that varies as
-TRELLIS.2's may (metallic and roughness smooth functions of position), unwrapped once, then
-`bake` and `write_glb` with MATERIAL=constant (the colour texture alone) and MATERIAL=field (the
-colour and the metallicRoughness texture) in alternating runs: their medians, the GLB sizes,
-whether the two GLBs' base colour is the same bits, and the metallicRoughness texture's error
+"""What the metallicRoughness texture costs (pipeline/bake.py): per prompt image, the inflate
+asset at `--resolution` with a material put into its voxel field that varies as TRELLIS.2's
+may (metallic and roughness smooth functions of position), unwrapped once, then `bake` and
+`write_glb` with MATERIAL=constant (the colour texture alone), MATERIAL=roughness (the field's
+roughness in a second texture) and MATERIAL=field (both) in alternating runs: their medians,
+the GLB sizes, whether the GLBs' base colour is the same bits, and the field texture's error
 against the field's material at the centres of texels inside faces (uint8 levels).
 
     python -m perf.material_bake PROMPT.webp... [--device cuda] [--resolution 1024]
@@ -74,7 +74,8 @@ def measure(path: Path, settings: PipelineSettings, repeat: int) -> str:
     plain = InflateGenerator(settings, device).generate(prepared.to(device), seed=0)
     asset = with_material(plain)
     uv_mesh = unwrap(process_mesh(asset, settings), settings)
-    modes = {name: dataclasses.replace(settings, material=name) for name in ("constant", "field")}
+    names = ("constant", "roughness", "field")
+    modes = {name: dataclasses.replace(settings, material=name) for name in names}
     times: dict[str, dict[str, list[float]]] = {name: {"bake": [], "glb": []} for name in modes}
     outputs = {}
     for run in range(repeat + 1):  # the first round warms up (compiles the 5-channel kernels)
@@ -90,9 +91,9 @@ def measure(path: Path, settings: PipelineSettings, repeat: int) -> str:
                 times[name]["bake"].append((baked - start) * 1e3)
                 times[name]["glb"].append((done - baked) * 1e3)
             outputs[name] = (textured, glb)
-    (constant, constant_glb), (field, field_glb) = outputs["constant"], outputs["field"]
+    constant, field = outputs["constant"][0], outputs["field"][0]
     assert field.metallic_roughness is not None and constant.metallic_roughness is None
-    same = np.array_equal(constant.base_color, field.base_color)
+    same = all(np.array_equal(constant.base_color, t.base_color) for t, _ in outputs.values())
     mean, worst = texel_error(uv_mesh, field.metallic_roughness)
     medians = {name: {step: statistics.median(t) for step, t in steps.items()}
                for name, steps in times.items()}  # fmt: skip
@@ -102,7 +103,8 @@ def measure(path: Path, settings: PipelineSettings, repeat: int) -> str:
     return (
         f"{path.stem[:12]} ({len(uv_mesh.faces)} faces, grid {settings.resolution}): "
         + "; ".join(parts)
-        + f"; GLB {len(constant_glb) / 2**20:.2f} -> {len(field_glb) / 2**20:.2f} MiB"
+        + "; GLB MiB "
+        + ", ".join(f"{name} {len(glb) / 2**20:.2f}" for name, (_, glb) in outputs.items())
         + f"; base colour same bits: {same}; metallicRoughness error mean {mean:.2f},"
         f" max {worst:.1f} levels"
     )

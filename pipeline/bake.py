@@ -20,14 +20,15 @@ Recipe (bake):
      colour. Where the GPU runs out of memory inside this step, the bake keeps step 4's
      texture (a warning says so) rather than failing the request.
 
-Material (settings.material): with "field" (the default) the field's metallic and roughness
-go into the GLB as the generator made them: where either varies over the voxels, steps 1-4
-bake them beside the colour (one raster, one field lookup, one fill) into a metallicRoughness
-texture (glTF's layout: G roughness, B metallic; not fitted: they only shape the light's
-highlight), with factors 1; where both are uniform (inflate's are), they are written as the
-factors, at the uint8 level a texture would hold, and no texture is made. With "constant",
-settings.metallic and settings.roughness are the factors. The colour texture is the same bits
-either way.
+Material (settings.material): each of metallic and roughness is either a factor or, where the
+generator's field varies, a channel of a metallicRoughness texture (glTF's layout: G roughness,
+B metallic, R unused) with factor 1. "roughness" (the default) takes the field's roughness and
+settings.metallic; "field" takes both from the field; "constant" takes settings.metallic and
+settings.roughness. A field channel that is one uint8 level over every voxel (inflate's are) is
+a factor at that level / 255; where a texture is made, a channel given as a factor holds 255
+and the factor. The varying channels go through steps 1-4 beside the colour (one raster, one
+field lookup, one fill; not fitted: they only shape the light's highlight). The colour texture
+is the same bits either way.
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ __all__ = [
     "bake_texture",
     "centre_texture",
     "field_colour",
-    "field_material",
+    "field_levels",
     "field_values",
     "fit_enabled",
     "fitted_texture",
+    "material_factors",
     "quantise",
     "quarter_colours",
 ]
@@ -99,14 +101,21 @@ def field_colour(asset: RawAsset, frame: Frame, device: torch.device) -> ColourS
     return field_values(asset, frame, device, 3)
 
 
-def field_material(asset: RawAsset) -> tuple[float, float] | None:
-    """(metallic, roughness) when each is one uint8 level over every voxel of the field, as
-    that level / 255 (what a texture of it would give); None when either varies."""
+def field_levels(asset: RawAsset) -> tuple[float | None, float | None]:
+    """(metallic, roughness) of the field: each as its uint8 level / 255 (what a texture of it
+    would give) where it is one level over every voxel, None where it varies."""
     levels = quantise(asset.attrs[:, 3:5].clamp(0, 1))  # [N, 2] uint8
     low, high = levels.amin(0).tolist(), levels.amax(0).tolist()  # one host sync
-    if low != high:
-        return None
-    return low[0] / 255, low[1] / 255
+    metallic, roughness = (a / 255 if a == b else None for a, b in zip(low, high, strict=True))
+    return metallic, roughness
+
+
+def material_factors(asset: RawAsset, settings: PipelineSettings) -> tuple[float | None, ...]:
+    """(metallic, roughness) factors for settings.material; None: the field's texture."""
+    if settings.material == "constant":
+        return settings.metallic, settings.roughness
+    metallic, roughness = field_levels(asset)
+    return (metallic if settings.material == "field" else settings.metallic), roughness
 
 
 def fit_enabled(settings: PipelineSettings, device: torch.device) -> bool:
@@ -208,23 +217,24 @@ def bake(mesh: UVMesh, asset: RawAsset, settings: PipelineSettings) -> TexturedM
     size = settings.texture_size
     device = mesh.positions.device
     fit = fit_enabled(settings, device)
-    if settings.material == "constant":
-        factors = (settings.metallic, settings.roughness)
-    else:
-        factors = field_material(asset)
-    # The colour, and where the field's material varies its metallic and roughness too (the
-    # field's channels 3 and 4), through steps 1-4 at once.
-    channels = 3 if factors is not None else 5
+    metallic, roughness = material_factors(asset, settings)
+    textured = metallic is None or roughness is None
+    # The colour, and where a texture is made the field's metallic and roughness too (its
+    # channels 3 and 4), through steps 1-4 at once.
+    channels = 5 if textured else 3
     values = centre_texture(mesh, size, field_values(asset, mesh.frame, device, channels))
     texture = values[..., :3]
     if fit:
         texture = fitted_texture(mesh, size, field_colour(asset, mesh.frame, device), texture)
     metallic_roughness = None
-    if factors is None:
-        metallic, roughness = quantise(values[..., 3:5]).unbind(2)  # [S, S] uint8 each
-        layout = (torch.zeros_like(metallic), roughness, metallic)  # glTF's R, G, B
-        metallic_roughness = torch.stack(layout, 2).cpu().numpy()
-        factors = (1.0, 1.0)
+    if textured:
+        metallic_levels, roughness_levels = quantise(values[..., 3:5]).unbind(2)  # [S, S] uint8
+        full = torch.full_like(metallic_levels, 255)  # a channel given by its factor
+        blue = metallic_levels if metallic is None else full
+        green = roughness_levels if roughness is None else full
+        metallic_roughness = torch.stack((torch.zeros_like(full), green, blue), 2).cpu().numpy()
+        metallic = 1.0 if metallic is None else metallic
+        roughness = 1.0 if roughness is None else roughness
     base_color = quantise(texture).cpu().numpy()
     log.info(
         "bake: %d faces -> %dx%d texture%s%s, %.0f ms",
@@ -241,7 +251,7 @@ def bake(mesh: UVMesh, asset: RawAsset, settings: PipelineSettings) -> TexturedM
         uvs=mesh.uvs.cpu().numpy().astype(np.float32),
         faces=mesh.faces.cpu().numpy().astype(np.uint32),
         base_color=base_color,
-        metallic=float(factors[0]),
-        roughness=float(factors[1]),
+        metallic=float(metallic),
+        roughness=float(roughness),
         metallic_roughness=metallic_roughness,
     )

@@ -109,12 +109,13 @@ class PipelineSettings:
     texture_format: str = setting("jpeg", "base-colour texture encoding", ("jpeg", "png"))
     jpeg_quality: int = setting(90, "JPEG quality of the base-colour texture (1-100)")
     material: str = setting(
-        "field",
-        "metallic and roughness: field = the generator's voxel field (a metallicRoughness "
-        "texture where it varies, factors where it is uniform), constant = METALLIC, ROUGHNESS",
-        ("field", "constant"),
+        "roughness",
+        "where metallic and roughness come from: the generator's voxel field (a metallicRoughness "
+        "texture where it varies) or METALLIC / ROUGHNESS; roughness = the field's roughness and "
+        "METALLIC, field = both from the field, constant = both from the settings",
+        ("roughness", "field", "constant"),
     )
-    metallic: float = setting(0.0, "glTF metallicFactor with MATERIAL=constant")
+    metallic: float = setting(0.0, "glTF metallicFactor unless MATERIAL=field")
     roughness: float = setting(0.8, "glTF roughnessFactor with MATERIAL=constant")
 
     def __post_init__(self) -> None:

@@ -88,14 +88,16 @@ async def test_a_prompt_gets_a_valid_glb_from_trellis2(aiohttp_client, fake_trel
     vertices = np.asarray(mesh.vertices)
     assert np.abs(vertices).max() <= 0.5
     assert np.argmax(vertices.max(0) - vertices.min(0)) == 1  # Y up
-    # The fake's metallic and roughness vary: a metallicRoughness texture, factors 1.
+    # The fake's roughness varies: a metallicRoughness texture (MATERIAL=roughness: metallic
+    # from METALLIC, 0.0, as the factor over a full channel).
     material = gltf_json(body)["materials"][0]["pbrMetallicRoughness"]
     assert material["metallicRoughnessTexture"] == {"index": 1}
-    assert (material["metallicFactor"], material["roughnessFactor"]) == (1.0, 1.0)
+    assert (material["metallicFactor"], material["roughnessFactor"]) == (0.0, 1.0)
     texture = mesh.visual.material.metallicRoughnessTexture
     roughness, metallic = np.asarray(texture)[..., 1], np.asarray(texture)[..., 2]
-    assert 0.05 * 255 - 8 <= metallic.min() < metallic.max() <= 0.55 * 255 + 8
-    assert 0.3 * 255 - 8 <= roughness.min() < roughness.max() <= 0.7 * 255 + 8
+    # JPEG (quality 90) moves levels by up to 16 (tests/pipeline/test_glb.py's tolerance).
+    assert metallic.min() >= 255 - 16
+    assert 0.3 * 255 - 16 <= roughness.min() < roughness.max() <= 0.7 * 255 + 16
     report = validate_glb(body)
     assert report["numErrors"] == 0, report["errors"]
     counters = (await info(client))["counters"]

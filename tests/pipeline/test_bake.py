@@ -343,45 +343,89 @@ def varying(asset: RawAsset) -> RawAsset:
     return with_material(asset, material_of((asset.coords.double() + 0.5) / asset.resolution - 0.5))
 
 
+@pytest.mark.parametrize("material", ["roughness", "field"])
 @pytest.mark.parametrize("fit", ["off", "on"])
-def test_a_uniform_field_material_is_written_as_factors_without_a_texture(fit: str) -> None:
+def test_a_uniform_field_material_is_written_as_factors_without_a_texture(
+    material: str, fit: str
+) -> None:
     """Inflate's field is metallic 0, roughness 0.8 everywhere: the factors the GLB always had."""
     asset, uv_mesh, _ = baked("ring")
-    textured = bake(uv_mesh, asset, settings(bake_fit=fit))
-    assert settings().material == "field"
+    textured = bake(uv_mesh, asset, settings(bake_fit=fit, material=material))
     assert (textured.metallic, textured.roughness) == (0.0, 0.8)
     assert textured.metallic_roughness is None
     # Uniform at the uint8 level is uniform: values within half a level round to one factor.
     jitter = torch.linspace(-0.4, 0.4, len(asset.attrs))[:, None] / 255
     near = with_material(asset, torch.tensor([[128.0, 64.0]]) / 255 + jitter)
-    textured = bake(uv_mesh, near, settings(bake_fit=fit))
-    assert (textured.metallic, textured.roughness) == (128 / 255, 64 / 255)
+    config = settings(bake_fit=fit, material=material, metallic=0.25)
+    textured = bake(uv_mesh, near, config)
+    metallic = 128 / 255 if material == "field" else 0.25
+    assert (textured.metallic, textured.roughness) == (metallic, 64 / 255)
     assert textured.metallic_roughness is None
+
+
+def assert_holds_the_field_material(
+    texture: np.ndarray, uv_mesh: UVMesh, channels: dict[int, int]
+) -> None:
+    """texture's channels (glTF's: 1 G, 2 B) hold material_of's channels (0 metallic, 1
+    roughness) at the centres of texels inside faces."""
+    assert texture.shape == (TEXTURE_SIZE, TEXTURE_SIZE, 3) and texture.dtype == np.uint8
+    assert texture.flags.c_contiguous and not texture[..., 0].any()  # R unused
+    rows, cols, points = texel_points(uv_mesh, TEXTURE_SIZE)
+    expected = material_of(points)
+    got = torch.from_numpy(texture).double()[rows, cols] / 255
+    tolerance = 0.8 / RESOLUTION + 1 / 255  # the field's steepest slope, as for the colour
+    for texture_channel, field_channel in channels.items():
+        assert float(expected[:, field_channel].std()) > 0.1
+        error = (got[:, texture_channel] - expected[:, field_channel]).abs()
+        assert float(error.max()) <= tolerance
 
 
 @pytest.mark.parametrize("fit", ["off", "on"])
 def test_a_varying_field_material_is_baked_into_a_metallic_roughness_texture(fit: str) -> None:
     asset, uv_mesh, _ = baked("l_shape")
     plain = bake(uv_mesh, asset, settings(bake_fit=fit))
-    textured = bake(uv_mesh, varying(asset), settings(bake_fit=fit))
+    textured = bake(uv_mesh, varying(asset), settings(bake_fit=fit, material="field"))
     assert (textured.metallic, textured.roughness) == (1.0, 1.0)
-    texture = textured.metallic_roughness
-    assert texture.shape == (TEXTURE_SIZE, TEXTURE_SIZE, 3) and texture.dtype == np.uint8
-    assert texture.flags.c_contiguous and not texture[..., 0].any()  # R unused
-    rows, cols, points = texel_points(uv_mesh, TEXTURE_SIZE)
-    expected = material_of(points)  # metallic, roughness
-    got = torch.from_numpy(texture).double()[rows, cols] / 255
-    tolerance = 0.8 / RESOLUTION + 1 / 255  # the field's steepest slope, as for the colour
-    assert float((got[:, 2] - expected[:, 0]).abs().max()) <= tolerance  # B: metallic
-    assert float((got[:, 1] - expected[:, 1]).abs().max()) <= tolerance  # G: roughness
-    assert float(expected[:, 0].std()) > 0.1 and float(expected[:, 1].std()) > 0.1
+    assert_holds_the_field_material(textured.metallic_roughness, uv_mesh, {1: 1, 2: 0})
     # The colour is the same bits with or without the material beside it.
     np.testing.assert_array_equal(textured.base_color, plain.base_color)
 
 
+def test_by_default_the_field_gives_the_roughness_and_the_setting_the_metallic() -> None:
+    asset, uv_mesh, plain = baked("l_shape")
+    assert settings().material == "roughness"
+    textured = bake(uv_mesh, varying(asset), settings(metallic=0.3))
+    assert (textured.metallic, textured.roughness) == (0.3, 1.0)
+    texture = textured.metallic_roughness
+    assert_holds_the_field_material(texture, uv_mesh, {1: 1})
+    assert (texture[..., 2] == 255).all()  # metallic: 255 x the factor 0.3
+    np.testing.assert_array_equal(textured.base_color, plain.base_color)
+    # A varying metallic alone makes no texture here: the setting gives it.
+    count = len(asset.attrs)
+    ramp = torch.stack((torch.linspace(0, 1, count), torch.full((count,), 0.5)), 1)
+    metallic_only = with_material(asset, ramp)
+    textured = bake(uv_mesh, metallic_only, settings())
+    assert (textured.metallic, textured.roughness, textured.metallic_roughness) == (
+        0.0,
+        128 / 255,
+        None,
+    )
+
+
+def test_a_uniform_channel_beside_a_varying_one_is_its_factor_times_255() -> None:
+    asset, uv_mesh, _ = baked("ring")
+    points = (asset.coords.double() + 0.5) / asset.resolution - 0.5
+    material = material_of(points)
+    material[:, 0] = 13 / 255  # uniform metallic, varying roughness
+    textured = bake(uv_mesh, with_material(asset, material), settings(material="field"))
+    assert (textured.metallic, textured.roughness) == (13 / 255, 1.0)
+    assert (textured.metallic_roughness[..., 2] == 255).all()
+    assert_holds_the_field_material(textured.metallic_roughness, uv_mesh, {1: 1})
+
+
 def test_the_metallic_roughness_texture_fills_its_gutters_from_the_nearest_covered_texel() -> None:
     asset, uv_mesh, _ = baked("ring")
-    textured = bake(uv_mesh, varying(asset), settings())
+    textured = bake(uv_mesh, varying(asset), settings(material="field"))
     assert_gutters_copy_their_nearest_covered_texel(textured.metallic_roughness, uv_mesh)
     # No texel is left empty (0): the field's metallic is at least 0.1, its roughness 0.2.
     assert textured.metallic_roughness[..., 2].min() >= round(0.1 * 255)
@@ -401,7 +445,7 @@ def test_one_voxel_of_another_material_makes_a_texture() -> None:
     asset, uv_mesh, _ = baked("ring")
     material = asset.attrs[:, 3:5].clone()
     material[len(material) // 2] = torch.tensor([0.9, 0.1])
-    textured = bake(uv_mesh, with_material(asset, material), settings())
+    textured = bake(uv_mesh, with_material(asset, material), settings(material="field"))
     assert textured.metallic_roughness is not None
     assert (textured.metallic, textured.roughness) == (1.0, 1.0)
     # Away from that voxel the texture holds the rest's levels: metallic 0, roughness 204.

@@ -105,7 +105,7 @@ def field_levels(asset: RawAsset) -> tuple[float | None, float | None]:
     """(metallic, roughness) of the field: each as its uint8 level / 255 (what a texture of it
     would give) where it is one level over every voxel, None where it varies."""
     levels = quantise(asset.attrs[:, 3:5].clamp(0, 1))  # [N, 2] uint8
-    low, high = levels.amin(0).tolist(), levels.amax(0).tolist()  # one host sync
+    low, high = torch.stack((levels.amin(0), levels.amax(0))).tolist()  # one host sync
     metallic, roughness = (a / 255 if a == b else None for a, b in zip(low, high, strict=True))
     return metallic, roughness
 

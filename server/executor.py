@@ -28,7 +28,9 @@ request arrived. A CUDA generation cannot be interrupted safely, so the guard wa
     to start it): the job is marked abandoned and the fallback answers it on its own thread
     (`generate_fallback` touches no GPU state). The GPU thread finishes its call, stopping at the
     next stage boundary, and its result is discarded; the next job's generation queues behind
-    it on the same thread, under its own deadline.
+    it on the same thread, under its own deadline. If the abandoned call raises, the device
+    check runs at once on the GPU thread (nothing else awaits that call), and its staged image
+    and failure are held until the check clears the device.
 Both are logged and counted (`fallbacks_error`, `fallbacks_deadline` on `GET /`); a fallback
 that fails too is a 500. Without a fallback, jobs run as they come and failures are 500s.
 
@@ -149,6 +151,29 @@ _SERVING = (State.HEALTHY, State.FAULTED)
 _PROBE_TIMEOUT_S = 30.0
 
 
+class _AbandonedFailure(Exception):
+    """An abandoned main generation raised `error`; `fault` is the device check's verdict,
+    asked at once on the GPU thread (None: the device works)."""
+
+    def __init__(self, error: Exception, fault: str | None) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.error, self.fault = error, fault
+
+
+def _generate_watched(
+    pipeline: GenerationPipeline, staged: Any, seed: int, abandoned: threading.Event
+) -> Generation:
+    """`pipeline.generate` on the GPU thread, for a job the fallback may answer instead. When
+    the call raises after its job was abandoned, nothing awaits it: the device check runs here
+    and then, not behind the next job's generation."""
+    try:
+        return pipeline.generate(staged, seed, abandoned)
+    except Exception as error:
+        if not abandoned.is_set() or _client_error(error):
+            raise
+        raise _AbandonedFailure(error, pipeline.device_fault()) from error
+
+
 def _client_error(error: BaseException) -> bool:
     """A failure the request caused (4xx), not the device or the generator."""
     return isinstance(error, ServiceError) and error.status < 500
@@ -182,7 +207,8 @@ class Executor:
         self.fault: str | None = None  # why the device failed for good (state FAULTED)
         self.restart_requested = False  # on_restart was called
         # After a fault, what was staged on the device before it, held for the process's life.
-        self._kept_after_fault: list[asyncio.Future[tuple[Any, float]]] = []
+        self._kept_after_fault: list[Any] = []
+        self._checks: set[asyncio.Task[None]] = set()  # device checks after abandoned failures
         self.counters = _Counters()
         self._queue_size = queue_size
         self._prefetch_depth = prefetch_depth
@@ -425,7 +451,7 @@ class Executor:
         if budget is None or budget > 0:
             abandoned = threading.Event()
             main = loop.run_in_executor(
-                self._gpu_pool, pipeline.generate, staged, job.seed, abandoned
+                self._gpu_pool, _generate_watched, pipeline, staged, job.seed, abandoned
             )
             done, _ = await asyncio.wait({main}, timeout=budget)
             if main in done:
@@ -442,7 +468,7 @@ class Executor:
                 )
             else:
                 abandoned.set()
-                main.add_done_callback(functools.partial(self._discarded, job.id))
+                main.add_done_callback(functools.partial(self._discarded, job.id, staged))
         # 2. The fallback answers.
         if reason == "deadline":
             log.warning(
@@ -533,11 +559,32 @@ class Executor:
         give_way = job.arrived_at + self._deadline_s - self._fallback_margin_s
         return give_way - time.perf_counter()
 
-    @staticmethod
-    def _discarded(job_id: int, main: asyncio.Future[Any]) -> None:
-        """The abandoned main generation of `job_id` ended: its result goes nowhere."""
-        outcome = "cancelled" if main.cancelled() else repr(main.exception() or "a result")
+    def _discarded(self, job_id: int, staged: Any, main: asyncio.Future[Any]) -> None:
+        """The abandoned main generation of `job_id` ended: its result goes nowhere. If it
+        raised, the device may have failed with it: `staged` and the failure (whose frames
+        hold the generation's tensors) stay alive until the device check clears the device,
+        since freeing them on a broken CUDA context aborts the process."""
+        error = None if main.cancelled() else main.exception()
+        outcome = "cancelled" if main.cancelled() else repr(error or "a result")
         log.info("job %d: the abandoned main generation ended (%s), discarded", job_id, outcome)
+        if error is None or _client_error(error):
+            return
+        check = asyncio.get_running_loop().create_task(self._after_abandoned(main, staged))
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+
+    async def _after_abandoned(self, main: asyncio.Future[Any], staged: Any) -> None:
+        """Holds what an abandoned generation that raised had on the device, for the process's
+        life if the device has failed."""
+        error = main.exception()
+        if isinstance(error, _AbandonedFailure):  # checked on the GPU thread as it raised
+            if error.fault is not None and self.state is State.HEALTHY:
+                self._mark_faulted(error.fault)
+            failed = self.state is State.FAULTED
+        else:  # it raised before it was abandoned: ask now (behind any queued generation)
+            failed = await self._device_failed()
+        if failed:
+            self._kept_after_fault.append((main, staged))
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -4,6 +4,9 @@ as a faulty kernel would: a store far out of bounds, an illegal memory access, s
 CPU, where there is no context to break, the fault is simulated: that generation raises and
 `Pipeline.device_fault` reports the fault from then on, in this process image.
 
+FAULT_DELAY_S (default 0) delays the fault within that call: a server with a deadline has
+abandoned the job by then, and the call ends without anything awaiting it.
+
 FAULT_ONCE_FILE names a file written when the fault is made; while it exists no fault is made,
 so the server restarted after the fault (the same command line, executed again) runs clean.
 For tests/e2e/test_device_fault_e2e.py only.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable
 
 import torch
@@ -40,6 +44,7 @@ def _faulting(generate: Callable[..., Generation]) -> Callable[..., Generation]:
     ) -> Generation:
         flag = os.environ["FAULT_ONCE_FILE"]
         if next(calls) == int(os.environ["FAULT_AT_CALL"]) and not os.path.exists(flag):
+            time.sleep(float(os.environ.get("FAULT_DELAY_S", "0")))
             open(flag, "w").close()
             if self.device.type == "cuda":
                 _store_far[(1,)](torch.zeros(1, device=self.device), 1 << 40)

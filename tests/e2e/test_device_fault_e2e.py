@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from tests.e2e.glb_checks import load_single_mesh
+from tests.fake_trellis2 import FAKES, write_fake_weights
 from tests.pipeline.conftest import PROMPTS_DIR
 from tests.server.fakes import multipart_body
 
@@ -177,6 +178,71 @@ def test_a_sticky_cuda_fault_is_answered_reported_and_restarted(
             f"began {restart_s:.1f} s after the last answer (idle {IDLE_S:g} s); a prompt sent "
             f"then answered by the new image in {during_s:.1f} s; {len(workers)} child "
             "processes before the restart"
+        )
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        sys.stdout.write(log_path.read_text(errors="replace")[-6000:])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_fault_after_the_deadline_is_found_and_survived(device: str, tmp_path: Path) -> None:
+    """TRELLIS.2 (the fake package, small) guarded by a deadline: the first prompt's generation
+    is abandoned at it, the fallback answers, and only then does that generation break the
+    device. Nothing awaits it, yet the fault is found at once, and what it held is kept: the
+    process lives on (freed on a broken context, a staged image aborts it) and the fallback
+    answers the next prompt."""
+    prompts = sorted(PROMPTS_DIR.glob("*.webp")) if PROMPTS_DIR.is_dir() else []
+    if not prompts:
+        pytest.skip(f"shared prompts not found in {PROMPTS_DIR}")
+    image = prompts[8].read_bytes()
+    port = _free_port()
+    weights = write_fake_weights(tmp_path / "weights")
+    env = {
+        **os.environ,
+        "FAULT_AT_CALL": "2",  # the warm-up, then the first request
+        "FAULT_DELAY_S": "4",  # the fallback answers 1 s after arrival
+        "FAULT_ONCE_FILE": str(tmp_path / "faulted"),
+        "PYTHONPATH": os.pathsep.join(
+            [str(REPO), str(FAKES / "trellis"), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    command = [sys.executable, "-m", "tests.e2e.faulty_server", "--port", str(port)]
+    command += ["--device", device, "--generator", "trellis2", "--weights-dir", str(weights)]
+    command += ["--matting", "classical", "--trellis2-pipeline-type", "512", *SMALL]
+    command += ["--deadline-s", "3", "--fallback-margin-s", "2", "--fault-restart-idle-s", "0"]
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
+    try:
+        _wait_for(port, "healthy", server)
+        started = time.monotonic()
+        answered = _generate(port, image, 7)
+        answered_s = time.monotonic() - started
+        load_single_mesh(answered)
+        status, counters = _last_job(port)
+        assert counters["last_job_s"]["fallback"] == "deadline"
+        assert not (tmp_path / "faulted").exists() or status == "faulted"
+        # The abandoned generation breaks the device; no other job comes to find it.
+        found_s = _wait_for(port, "faulted", server)
+        assert (tmp_path / "faulted").exists()
+        code, body = _get(port, "/health")
+        assert code == 503 and "illegal memory access" in body["detail"]
+        time.sleep(1.0)  # anything freed after the check would have aborted by now
+        assert server.poll() is None
+        after = _generate(port, image, 7)
+        load_single_mesh(after)
+        status, counters = _last_job(port)
+        assert status == "faulted" and counters["last_job_s"]["fallback"] == "fault"
+        assert (counters["fallbacks_deadline"], counters["fallbacks_fault"]) == (1, 1)
+        assert (counters["jobs_done"], counters["jobs_failed"]) == (2, 0)
+        assert server.poll() is None
+        print(
+            f"the deadline's answer in {answered_s:.1f} s; the fault found {found_s:.1f} s "
+            "later, before any other job"
         )
     finally:
         server.terminate()

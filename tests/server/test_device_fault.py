@@ -5,6 +5,7 @@ b"fault" job (in generate) or a b"stage-fault" job (in stage), as a real CUDA co
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -13,6 +14,9 @@ from tests.server.fakes import FAULT, FakePipeline, orchestrator_form, png
 from tests.server.support import executor_of, wait_until
 
 pytestmark = pytest.mark.asyncio
+
+# A short deadline: the fallback answers 0.4 s after arrival.
+DEADLINE = {"deadline_s": 0.6, "fallback_margin_s": 0.2}
 
 
 async def post(client, image: bytes, seed: str = "1"):
@@ -153,3 +157,45 @@ async def test_without_a_restart_the_server_stays_on_the_fallback(start_app):
     assert restarts == [] and not executor_of(client).restart_requested
     assert (await post(client, png(b"after"))).status == 200
     assert (await health(client))[1]["status"] == "faulted"
+
+
+async def test_a_fault_in_an_abandoned_generation_is_found_and_its_image_kept(start_app):
+    """The fallback answers a job at its deadline; its abandoned generation then breaks the
+    device. Nothing awaits that call, yet the fault is found as it raises, on the GPU thread,
+    and the image it held stays alive (freed on a broken context it would abort a process)."""
+    slow_fault = png(b"slow fault")
+    fake = FakePipeline(fallback=True, generate_times={slow_fault: 1.0})
+    client, _ = await start_app(fake, **DEADLINE)
+    answered = await post(client, slow_fault, "4")
+    assert answered.status == 200 and fake.data_of("fallback") == [slow_fault]
+    assert executor_of(client).state is State.HEALTHY  # its generation still runs
+    await wait_until(lambda: executor_of(client).state is State.FAULTED, "the fault is found")
+    (generation,) = fake.calls_of("generate")
+    (check,) = fake.calls_of("device_fault")
+    assert generation.abandoned and check.thread == generation.thread
+    assert check.start >= generation.end
+    assert len(fake.live_at_fault) == 1 and fake.freed_since_the_fault() == 0
+    status, body = await health(client)
+    assert status == 503 and FAULT in body["detail"]
+    # The next job is staged on the host and answered by the fallback, for the fault.
+    assert (await post(client, png(b"after"), "5")).status == 200
+    assert fake.data_of("stage_on_host") == [png(b"after")]
+    assert fake.data_of("generate") == [slow_fault]
+    counters = (await index(client))["counters"]
+    assert (counters["fallbacks_deadline"], counters["fallbacks_fault"]) == (1, 1)
+    assert fake.freed_since_the_fault() == 0
+
+
+async def test_an_abandoned_generation_failing_on_a_working_device_frees_its_image(start_app):
+    slow_boom = png(b"slow boom")
+    fake = FakePipeline(fallback=True, generate_times={slow_boom: 1.0})
+    client, _ = await start_app(fake, **DEADLINE)
+    assert (await post(client, slow_boom)).status == 200
+    await wait_until(lambda: fake.calls_of("device_fault"), "the device is checked")
+    await asyncio.sleep(0.05)
+    assert executor_of(client).state is State.HEALTHY
+    assert (await post(client, png(b"fine"))).status == 200
+    assert fake.data_of("generate") == [slow_boom, png(b"fine")]
+    assert fake.data_of("stage_on_host") == []
+    gc.collect()
+    assert fake.on_device[0]() is None  # checked, then let go

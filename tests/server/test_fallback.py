@@ -71,6 +71,7 @@ async def test_a_generation_past_the_deadline_is_answered_in_time_and_discarded(
     (slow,) = fake.calls_of("generate")
     assert slow.abandoned
     assert "abandoned main generation ended" in caplog.text
+    assert fake.calls_of("device_fault") == []  # it did not raise: nothing to check
     # The next prompt is the main generator's again.
     assert (await post(client, png(b"fast"))).status == 200
     assert fake.data_of("fallback") == [SLOW]

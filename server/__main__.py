@@ -3,8 +3,9 @@
 Every server and pipeline setting has a flag and an environment variable (`--queue-size` /
 `QUEUE_SIZE`); a flag beats the environment, which beats the default. `--help` lists them.
 The port is bound at once; models load in the background while `/health` says "loading".
-After a device fault (a sticky CUDA error) and `fault_restart_idle_s` without jobs, the server
-shuts down as on SIGTERM and executes the same command line again: a fresh process image (the
+After a device fault (a sticky CUDA error), at the first moment no job runs or waits (unless
+`fault_restart` is off), the server shuts down as on SIGTERM, answering the requests it has
+already read, and executes the same command line again: a fresh process image (the
 same PID, so a container does not stop), a fresh CUDA context, the same listening socket
 (server/listen.py).
 """
@@ -104,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _shut_down() -> None:
-    """Graceful shutdown, as on SIGTERM (run_app's handler): waiting jobs get 503s."""
+    """Graceful shutdown, as on SIGTERM (run_app's handler): the listening socket stops
+    accepting, the requests already read are answered (the executor, restarting, refuses
+    none), then the process image ends."""
     signal.raise_signal(signal.SIGTERM)
 
 

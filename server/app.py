@@ -4,8 +4,12 @@
 The port is bound before anything loads: the executor's `cleanup_ctx` starts loading in the
 background and returns at once, so `/health` answers "loading" from the first second.
 Shutdown happens in two steps: `on_shutdown` (before aiohttp waits for running handlers)
-refuses new jobs and fails the waiting ones with 503, letting the running generation finish;
-the `cleanup_ctx` exit then stops the worker and releases the thread pools.
+refuses new jobs and fails the waiting ones with 503, letting the running generation finish
+(unless the executor is restarting after a device fault: then it answers them all);
+the `cleanup_ctx` exit then stops the worker and releases the thread pools. After a device
+fault every response closes its connection, so the client's next request opens a new one,
+which waits in the listening socket's backlog through a restart instead of meeting a
+keep-alive connection closed under it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from pipeline.settings import PipelineSettings, settings_from_env
 from server.config import MIB, ServerSettings
@@ -66,6 +70,7 @@ def make_app(
     app[_ON_RESTART_KEY] = on_restart
     app.cleanup_ctx.append(_executor_ctx)
     app.on_shutdown.append(_close_executor)
+    app.on_response_prepare.append(_close_connections_after_a_fault)
     add_routes(app)
     return app
 
@@ -90,8 +95,7 @@ async def _executor_ctx(app: web.Application) -> AsyncIterator[None]:
         retry_after_s=settings.retry_after_s,
         deadline_s=settings.deadline_s,
         fallback_margin_s=settings.fallback_margin_s,
-        fault_restart_idle_s=settings.fault_restart_idle_s,
-        on_restart=app[_ON_RESTART_KEY],
+        on_restart=app[_ON_RESTART_KEY] if settings.fault_restart else None,
     )
     app[EXECUTOR_KEY] = executor
     loop = asyncio.get_running_loop()
@@ -100,6 +104,16 @@ async def _executor_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await executor.stop()
     log.info("executor stopped: %s", executor.counters)
+
+
+async def _close_connections_after_a_fault(
+    request: web.Request, response: web.StreamResponse
+) -> None:
+    executor = request.app.get(EXECUTOR_KEY)
+    if executor is not None and executor.fault is not None:
+        response.force_close()
+        # aiohttp (3.14 here) prepares the headers before this signal: tell the client too.
+        response.headers[hdrs.CONNECTION] = "close"
 
 
 async def _close_executor(app: web.Application) -> None:

@@ -73,10 +73,12 @@ class ServerSettings:
         "seconds before the deadline at which a still-running main generation is abandoned for "
         "the fallback (inflate and post-processing on the CPU must fit in them)",
     )
-    fault_restart_idle_s: float = setting(
-        30.0,
+    fault_restart: bool = setting(
+        True,
         "after a device fault (a sticky CUDA error: the CPU fallback answers every job), restart "
-        "the server's process once no job has come for this many seconds (0 = never)",
+        "the server's process as soon as no job runs or waits, even if requests keep coming "
+        "(those sent meanwhile wait in the listening socket's backlog for the new process "
+        "image); false: stay on the fallback until restarted from outside",
     )
 
     def __post_init__(self) -> None:
@@ -91,8 +93,8 @@ class ServerSettings:
             raise ValueError(f"default_seed must be 0..{SEED_MAX}, got {self.default_seed}")
         if self.retry_after_s < 0:
             raise ValueError(f"retry_after_s must be >= 0, got {self.retry_after_s}")
-        if self.deadline_s < 0 or self.fallback_margin_s < 0 or self.fault_restart_idle_s < 0:
-            raise ValueError("deadline_s, fallback_margin_s and fault_restart_idle_s must be >= 0")
+        if self.deadline_s < 0 or self.fallback_margin_s < 0:
+            raise ValueError("deadline_s and fallback_margin_s must be >= 0")
         if 0 < self.deadline_s <= self.fallback_margin_s:
             raise ValueError(
                 f"fallback_margin_s ({self.fallback_margin_s}) must be under deadline_s "

@@ -39,8 +39,14 @@ the device still works (`device_fault`). A sticky CUDA error (an illegal memory 
 every later CUDA call of the process, the staging's pinned upload included, so without this
 every later job would fail. After one the state is FAULTED (`/health` 503 with the reason):
 every job is staged on the host and answered by the CPU fallback (`fallbacks_fault`), with or
-without a main-generation fallback; once no job has waited or run for `fault_restart_idle_s`,
-`on_restart` is called (the server then restarts its process: a fresh CUDA context).
+without a main-generation fallback. As soon as no job waits (the fault's own job may still be
+running), `on_restart` is called (the server then stops listening, answers what it has read and
+restarts its process: a fresh CUDA context), whether or not jobs keep coming: an orchestrator
+that sends each request as the last one's headers arrive never leaves the server idle, and its
+next request waits in the listening socket's backlog for the new process image. The restart
+refuses nothing already read: from then on `close()` leaves the running job, and those of
+requests still arriving on open connections, to be answered by the fallback; only `stop()`
+(once aiohttp has waited for its handlers) fails what is left.
 """
 
 from __future__ import annotations
@@ -194,12 +200,12 @@ class Executor:
         retry_after_s: int,
         deadline_s: float = 0.0,
         fallback_margin_s: float = 0.0,
-        fault_restart_idle_s: float = 0.0,
         on_restart: Callable[[], None] | None = None,
     ) -> None:
         """`make_pipeline` runs on the GPU thread before `load()`; `prefetch_depth` 0 = off;
         `deadline_s` 0 = no deadline (the fault guard still applies); `on_restart` is called
-        once, after a device fault and `fault_restart_idle_s` without jobs (0 = never)."""
+        once, after a device fault, as soon as no job waits (None: the server stays on the
+        fallback)."""
         self._make_pipeline = make_pipeline
         self.pipeline: GenerationPipeline | None = None  # set once made, before HEALTHY
         self.state = State.LOADING
@@ -215,8 +221,8 @@ class Executor:
         self._retry_after_s = retry_after_s
         self._deadline_s = deadline_s
         self._fallback_margin_s = fallback_margin_s
-        self._fault_restart_idle_s = fault_restart_idle_s
         self._on_restart = on_restart
+        self._faulted_at = 0.0  # perf_counter at the fault
         # Each thread's torch CPU maths runs on a worker pool of its own, whose first vector-maths
         # call may come back wrong (pipeline/cpu_threads.py): a throwaway one when it starts.
         warm = warm_up_worker_threads
@@ -299,7 +305,16 @@ class Executor:
         self._task = asyncio.create_task(self._main(), name="executor")
 
     def close(self) -> None:
-        """Stop taking jobs and fail the waiting ones with 503; the running one may finish."""
+        """Stop taking jobs and fail the waiting ones with 503; the running one may finish.
+        During the restart after a device fault nothing is refused: the listening socket no
+        longer accepts, and the jobs of the requests already read, or still read on open
+        connections, are answered by the fallback before the process image ends."""
+        if self.restart_requested:
+            log.info("restarting: %d jobs waiting, answered first", len(self._waiting))
+            return
+        self._refuse_waiting()
+
+    def _refuse_waiting(self) -> None:
         self._accepting = False
         while self._waiting:
             job = self._waiting.popleft()
@@ -308,8 +323,9 @@ class Executor:
             )
 
     async def stop(self) -> None:
-        """Close, stop the busy loop, fail the running job, release the thread pools."""
-        self.close()
+        """Refuse the waiting jobs, stop the busy loop, fail the running job, release the thread
+        pools."""
+        self._refuse_waiting()
         self._running = False
         self._wakeup.set()
         running, was_loading = self._current, self.state is State.LOADING
@@ -381,15 +397,11 @@ class Executor:
                     continue
                 self._current = job
                 self._fill_prefetch()  # the job behind this one starts preparing now
+                self._restart_if_due()  # the last one waiting: answered during the restart
                 return job
             self._wakeup.clear()
-            if not self._restart_due():
-                await self._wakeup.wait()
-            else:  # FAULTED: restart once no job has come for fault_restart_idle_s
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), self._fault_restart_idle_s)
-                except TimeoutError:
-                    self._request_restart()
+            self._restart_if_due()
+            await self._wakeup.wait()
         return None
 
     async def _step(self, job: _Job) -> None:
@@ -513,9 +525,10 @@ class Executor:
 
     def _mark_faulted(self, fault: str) -> None:
         self.state, self.fault = State.FAULTED, fault
+        self._faulted_at = time.perf_counter()
         restart = (
-            f"the process restarts after {self._fault_restart_idle_s:g} s without jobs"
-            if self._fault_restart_idle_s > 0 and self._on_restart is not None
+            "the process restarts as soon as no job waits"
+            if self._on_restart is not None
             else "until the process is restarted"
         )
         log.critical(
@@ -534,21 +547,24 @@ class Executor:
         for job in self._waiting:
             job.staging = None
         self._fill_prefetch()
+        self._restart_if_due()
 
-    def _restart_due(self) -> bool:
-        return (
-            self.state is State.FAULTED
-            and not self.restart_requested
-            and self._fault_restart_idle_s > 0
-            and self._on_restart is not None
-        )
-
-    def _request_restart(self) -> None:
-        assert self._on_restart is not None
+    def _restart_if_due(self) -> None:
+        """After a device fault, once no job waits: `on_restart` (called once)."""
+        if (
+            self.state is not State.FAULTED
+            or self.restart_requested
+            or self._on_restart is None
+            or self._waiting
+        ):
+            return
         self.restart_requested = True
         log.critical(
-            "no job for %g s since the device fault: restarting the process",
-            self._fault_restart_idle_s,
+            "no job waits since the device fault: restarting the process (%.1f s after the "
+            "fault, %d jobs answered by the fallback so far, %s)",
+            time.perf_counter() - self._faulted_at,
+            self.counters.fallbacks_fault,
+            "one running" if self._current is not None else "none running",
         )
         self._on_restart()
 

@@ -68,7 +68,6 @@ def test_flags_beat_the_environment():
         {"queue_size": -1},
         {"deadline_s": -1.0},
         {"fallback_margin_s": -1.0},
-        {"fault_restart_idle_s": -1.0},
         {"deadline_s": 20.0, "fallback_margin_s": 20.0},
     ],
 )

@@ -118,39 +118,78 @@ async def test_jobs_waiting_at_the_fault_are_staged_again_on_the_host(start_app)
     assert len(fake.live_at_fault) == 2 and fake.freed_since_the_fault() == 0
 
 
-async def test_the_process_is_restarted_once_no_job_comes_after_a_fault(start_app):
-    restarts: list[float] = []
-    loop = asyncio.get_running_loop()
-    idle_s = 0.5
-    client, fake = await start_app(
-        FakePipeline(), fault_restart_idle_s=idle_s, on_restart=lambda: restarts.append(loop.time())
-    )
+async def test_with_nothing_waiting_the_restart_is_asked_for_before_the_faults_answer(
+    start_app,
+):
+    """So the server stops listening before the client has its answer: an orchestrator's
+    next request, sent as the answer arrives, waits in the backlog for the new image."""
+    asked: list[list[bytes | None]] = []  # the fallback's answers so far, when asked
+    fake = FakePipeline()
+    client, _ = await start_app(fake, on_restart=lambda: asked.append(fake.data_of("fallback")))
     assert (await post(client, png(b"fine"))).status == 200
-    await asyncio.sleep(idle_s * 1.5)
-    assert restarts == []  # idle, but no fault: nothing to restart
-    assert (await post(client, png(b"fault"))).status == 200
-    faulted_at = loop.time()
-    # Jobs that keep coming postpone the restart: each is answered by the fallback.
-    while True:
-        assert (await post(client, png(b"busy"))).status == 200
-        last_answer = loop.time()
-        if last_answer - faulted_at > idle_s * 2:
-            break
-        await asyncio.sleep(idle_s / 5)
-    assert restarts == []
+    answered = await post(client, png(b"fault"))
+    assert answered.status == 200 and answered.headers["Connection"] == "close"
+    assert asked == [[]]  # once, before the fallback had answered the fault's job
+    assert fake.data_of("fallback") == [png(b"fault")]
+
+
+async def test_the_restart_is_asked_for_once_no_job_waits(start_app):
+    """An orchestrator sends each request as the last one's headers arrive, so the server is
+    never idle: the restart does not wait for quiet. Jobs queued behind the fault's are
+    answered (by the fallback); the restart is asked for once the last of them is taken."""
+    restarts: list[tuple[int, int]] = []  # (jobs answered, jobs waiting) when asked
+    fake = FakePipeline(gated=("generate",))
+    client, _ = await start_app(fake, on_restart=lambda: restarts.append(progress()))
+    executor = executor_of(client)
+
+    def progress() -> tuple[int, int]:
+        return executor.counters.jobs_done, len(executor._waiting)
+
+    fake.open("generate")
+    first = await post(client, png(b"fine"))
+    assert first.status == 200 and first.headers.get("Connection") != "close"
+    fake.gates["generate"].clear()
+    faulting = asyncio.create_task(post(client, png(b"fault")))
+    await wait_until(lambda: fake.has_started("generate", png(b"fault")), "the fault's job runs")
+    behind = [asyncio.create_task(post(client, png(tag))) for tag in (b"b-1", b"b-2")]
+    await wait_until(lambda: len(executor._waiting) == 2, "two jobs wait behind it")
+    fake.open("generate")
+    answers = await asyncio.wait_for(asyncio.gather(faulting, *behind), 5)
+    assert [answer.status for answer in answers] == [200, 200, 200]
+    assert all(answer.headers["Connection"] == "close" for answer in answers)
     await wait_until(lambda: restarts, "the restart was asked for")
-    assert restarts[0] - last_answer >= idle_s * 0.9
-    assert executor_of(client).restart_requested
-    await asyncio.sleep(idle_s * 1.5)
-    assert len(restarts) == 1  # asked once
-    assert (await post(client, png(b"late"))).status == 200  # until it happens, still answered
+    assert restarts == [(3, 0)]  # as the last one waiting (b-2) was taken
+    assert fake.data_of("fallback") == [png(b"fault"), png(b"b-1"), png(b"b-2")]
+    # Until the process image ends it still answers, and its shutdown refuses nothing: a job
+    # read meanwhile is answered by the fallback, then stop() ends the executor.
+    late = asyncio.create_task(post(client, png(b"late")))
+    await wait_until(lambda: fake.has_started("stage_on_host", png(b"late")), "the late job")
+    executor.close()  # on_shutdown, during the restart
+    assert (await asyncio.wait_for(late, 5)).status == 200
     assert fake.data_of("fallback")[-1] == png(b"late")
+    assert len(restarts) == 1  # asked once
+    assert fake.freed_since_the_fault() == 0
+
+
+async def test_a_shutdown_without_a_fault_refuses_the_waiting_jobs(start_app):
+    fake = FakePipeline(gated=("generate",))
+    client, _ = await start_app(fake, on_restart=lambda: None)
+    running = asyncio.create_task(post(client, png(b"running")))
+    await wait_until(lambda: fake.has_started("generate", png(b"running")), "the first job runs")
+    waiting = asyncio.create_task(post(client, png(b"waiting")))
+    await wait_until(lambda: len(executor_of(client)._waiting) == 1, "the second job waits")
+    executor_of(client).close()
+    refused = await asyncio.wait_for(waiting, 5)
+    assert refused.status == 503 and "shutting down" in (await refused.json())["detail"]
+    fake.open("generate")
+    answered = await asyncio.wait_for(running, 5)
+    assert answered.status == 200 and answered.headers.get("Connection") != "close"
 
 
 async def test_without_a_restart_the_server_stays_on_the_fallback(start_app):
     restarts: list[int] = []
     client, _ = await start_app(
-        FakePipeline(), fault_restart_idle_s=0.0, on_restart=lambda: restarts.append(1)
+        FakePipeline(), fault_restart=False, on_restart=lambda: restarts.append(1)
     )
     assert (await post(client, png(b"fault"))).status == 200
     await asyncio.sleep(0.5)

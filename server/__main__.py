@@ -38,6 +38,9 @@ __all__ = ["main"]
 
 log = logging.getLogger("server")
 
+# Set for the process image a restart after a device fault starts (and taken out at start):
+# that image does not restart again if the device faults before answering anything.
+RESTARTED_ENV = "IMAGE_TO_MESH_RESTARTED_AFTER_FAULT"
 # The exit status of a server stopped after a device fault (without a restart).
 FAULT_EXIT_CODE = 1
 
@@ -67,10 +70,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     log.info("%s %s", SERVICE_NAME, service_version())
     log.info("server settings: %s", describe_settings(settings))
     log.info("pipeline settings: %s", describe_settings(pipeline_settings))
+    restarted = os.environ.pop(RESTARTED_ENV, "") == "1"
+    if restarted:
+        log.warning("this process image was started by a restart after a device fault")
     # 3. Serve on a uvloop event loop (uvloop.install() is deprecated since Python 3.12), on a
     # socket bound here (or handed over by the image before this one), a duplicate of which
     # stays open for a restart.
-    app = make_app(settings, pipeline_settings=pipeline_settings, on_restart=_shut_down)
+    app = make_app(
+        settings,
+        pipeline_settings=pipeline_settings,
+        on_restart=_shut_down,
+        restarted_after_fault=restarted,
+    )
     try:
         sock = listening_socket(settings.host, settings.port)
     except OSError as exc:  # the port taken, an address not of this host
@@ -95,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             stop_workers()  # its worker processes would outlive the process image
             hand_over(kept)  # connections meanwhile wait in its backlog
+            os.environ[RESTARTED_ENV] = "1"
             command = [sys.executable, *sys.orig_argv[1:]]
             log.critical("restarting after the device fault: %s", " ".join(command))
             logging.shutdown()

@@ -37,6 +37,7 @@ _FORM_OVERHEAD_BYTES = MIB
 
 _MAKE_PIPELINE_KEY = web.AppKey("make_pipeline", Callable[[], GenerationPipeline])
 _ON_RESTART_KEY = web.AppKey("on_restart", Callable[[], None] | None)
+_RESTARTED_KEY = web.AppKey("restarted_after_fault", bool)
 
 
 def make_app(
@@ -45,6 +46,7 @@ def make_app(
     *,
     pipeline_settings: PipelineSettings | None = None,
     on_restart: Callable[[], None] | None = None,
+    restarted_after_fault: bool = False,
 ) -> web.Application:
     """The service around `pipeline`, by default `Pipeline(pipeline_settings)`.
 
@@ -53,6 +55,7 @@ def make_app(
     own. The default pipeline is made in the background, like its loading. `on_restart`: what
     the executor calls to have the process restarted after a device fault (`python -m server`
     shuts the app down and executes itself again); None: the server stays on the fallback.
+    `restarted_after_fault`: this process image was started by such a restart.
     """
     if pipeline is None:
         pipeline_settings = pipeline_settings or settings_from_env(PipelineSettings)
@@ -68,6 +71,7 @@ def make_app(
     app[PIPELINE_SETTINGS_KEY] = pipeline_settings
     app[_MAKE_PIPELINE_KEY] = make_pipeline
     app[_ON_RESTART_KEY] = on_restart
+    app[_RESTARTED_KEY] = restarted_after_fault
     app.cleanup_ctx.append(_executor_ctx)
     app.on_shutdown.append(_close_executor)
     app.on_response_prepare.append(_close_connections_after_a_fault)
@@ -96,6 +100,7 @@ async def _executor_ctx(app: web.Application) -> AsyncIterator[None]:
         deadline_s=settings.deadline_s,
         fallback_margin_s=settings.fallback_margin_s,
         on_restart=app[_ON_RESTART_KEY] if settings.fault_restart else None,
+        restarted_after_fault=app[_RESTARTED_KEY],
     )
     app[EXECUTOR_KEY] = executor
     loop = asyncio.get_running_loop()

@@ -46,7 +46,10 @@ that sends each request as the last one's headers arrive never leaves the server
 next request waits in the listening socket's backlog for the new process image. The restart
 refuses nothing already read: from then on `close()` leaves the running job, and those of
 requests still arriving on open connections, to be answered by the fallback; only `stop()`
-(once aiohttp has waited for its handlers) fails what is left.
+(once aiohttp has waited for its handlers) fails what is left. A process image that was itself
+started by such a restart (`restarted_after_fault`) and faults before answering any job from
+the device does not restart again: the device fails at once in every fresh context, so it stays
+on the fallback rather than making every prompt wait for a restart.
 """
 
 from __future__ import annotations
@@ -201,11 +204,12 @@ class Executor:
         deadline_s: float = 0.0,
         fallback_margin_s: float = 0.0,
         on_restart: Callable[[], None] | None = None,
+        restarted_after_fault: bool = False,
     ) -> None:
         """`make_pipeline` runs on the GPU thread before `load()`; `prefetch_depth` 0 = off;
         `deadline_s` 0 = no deadline (the fault guard still applies); `on_restart` is called
         once, after a device fault, as soon as no job waits (None: the server stays on the
-        fallback)."""
+        fallback); `restarted_after_fault`: this process image began with such a restart."""
         self._make_pipeline = make_pipeline
         self.pipeline: GenerationPipeline | None = None  # set once made, before HEALTHY
         self.state = State.LOADING
@@ -223,6 +227,8 @@ class Executor:
         self._fallback_margin_s = fallback_margin_s
         self._on_restart = on_restart
         self._faulted_at = 0.0  # perf_counter at the fault
+        self._restarted_after_fault = restarted_after_fault
+        self.restart_withheld = False  # faulted again before any answer from the device
         # Each thread's torch CPU maths runs on a worker pool of its own, whose first vector-maths
         # call may come back wrong (pipeline/cpu_threads.py): a throwaway one when it starts.
         warm = warm_up_worker_threads
@@ -554,9 +560,20 @@ class Executor:
         if (
             self.state is not State.FAULTED
             or self.restart_requested
+            or self.restart_withheld
             or self._on_restart is None
             or self._waiting
         ):
+            return
+        c = self.counters
+        from_device = c.jobs_done - c.fallbacks_error - c.fallbacks_deadline - c.fallbacks_fault
+        if self._restarted_after_fault and from_device == 0:
+            self.restart_withheld = True
+            log.critical(
+                "the device faulted again before this process image, started by a restart after "
+                "a fault, answered any job from it: no further restart; the CPU fallback answers "
+                "until the process is restarted from outside"
+            )
             return
         self.restart_requested = True
         log.critical(

@@ -175,7 +175,9 @@ def test_a_sticky_cuda_fault_is_answered_reported_and_restarted(
         assert "illegal memory access" in text.split("restarting the process")[0]
         assert "fallback=fault" in text
         assert "restarting after the device fault" in text  # the exec
-        # Once the new image serves, it is the device's again, a fresh process image.
+        _wait_for_line(log_path, "started by a restart after a device fault", server)
+        # Once the new image serves, it is the device's again, a fresh process image (which
+        # knows it was started by a restart: it would not restart again before a device answer).
         _wait_for(port, "healthy", server)
         assert server.poll() is None  # the same process (PID) all along
         status, counters = _last_job(port)

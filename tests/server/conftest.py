@@ -28,7 +28,8 @@ StartApp = Callable[..., Awaitable[tuple[TestClient, FakePipeline]]]
 
 @pytest_asyncio.fixture
 async def start_app(aiohttp_client: Any) -> AsyncIterator[StartApp]:
-    """`await start_app(fake=None, healthy=True, on_restart=None, **settings)` -> (client, fake)."""
+    """`await start_app(fake=None, healthy=True, on_restart=None, restarted_after_fault=False,
+    **settings)` -> (client, fake)."""
     fakes: list[FakePipeline] = []
 
     async def start(
@@ -36,12 +37,16 @@ async def start_app(aiohttp_client: Any) -> AsyncIterator[StartApp]:
         *,
         healthy: bool = True,
         on_restart: Callable[[], None] | None = None,
+        restarted_after_fault: bool = False,
         **settings: Any,
     ) -> tuple[TestClient, FakePipeline]:
         fake = fake or FakePipeline()
         fakes.append(fake)
         app = make_app(
-            dataclasses.replace(TEST_SETTINGS, **settings), pipeline=fake, on_restart=on_restart
+            dataclasses.replace(TEST_SETTINGS, **settings),
+            pipeline=fake,
+            on_restart=on_restart,
+            restarted_after_fault=restarted_after_fault,
         )
         client = await aiohttp_client(app, timeout=CLIENT_TIMEOUT)
         if healthy:

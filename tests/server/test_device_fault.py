@@ -238,3 +238,23 @@ async def test_an_abandoned_generation_failing_on_a_working_device_frees_its_ima
     assert fake.data_of("stage_on_host") == []
     gc.collect()
     assert fake.on_device[0]() is None  # checked, then let go
+
+
+@pytest.mark.parametrize("answered_first", [False, True], ids=["at-once", "after-an-answer"])
+async def test_an_image_started_by_a_restart_restarts_again_only_after_a_device_answer(
+    start_app, answered_first
+):
+    """A device that fails in every fresh context would otherwise restart at every prompt."""
+    restarts: list[int] = []
+    client, fake = await start_app(
+        FakePipeline(), on_restart=lambda: restarts.append(1), restarted_after_fault=True
+    )
+    if answered_first:
+        assert (await post(client, png(b"fine"))).status == 200
+    assert (await post(client, png(b"fault"))).status == 200
+    assert (await post(client, png(b"after"))).status == 200
+    executor = executor_of(client)
+    assert restarts == ([1] if answered_first else [])
+    assert executor.restart_withheld is not answered_first
+    assert fake.data_of("fallback") == [png(b"fault"), png(b"after")]
+    assert (await health(client))[1]["status"] == "faulted"

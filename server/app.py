@@ -15,6 +15,7 @@ keep-alive connection closed under it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -38,6 +39,7 @@ _FORM_OVERHEAD_BYTES = MIB
 _MAKE_PIPELINE_KEY = web.AppKey("make_pipeline", Callable[[], GenerationPipeline])
 _ON_RESTART_KEY = web.AppKey("on_restart", Callable[[], None] | None)
 _RESTARTED_KEY = web.AppKey("restarted_after_fault", bool)
+_MAKE_HOST_PIPELINE_KEY = web.AppKey("make_host_pipeline", Callable[[], GenerationPipeline] | None)
 
 
 def make_app(
@@ -57,9 +59,12 @@ def make_app(
     shuts the app down and executes itself again); None: the server stays on the fallback.
     `restarted_after_fault`: this process image was started by such a restart.
     """
+    make_host_pipeline: Callable[[], GenerationPipeline] | None = None
     if pipeline is None:
         pipeline_settings = pipeline_settings or settings_from_env(PipelineSettings)
         make_pipeline = functools.partial(_real_pipeline, pipeline_settings)
+        on_the_host = dataclasses.replace(pipeline_settings, device="cpu", generator="inflate")
+        make_host_pipeline = functools.partial(_real_pipeline, on_the_host)
     else:
         pipeline_settings = pipeline.settings
         make_pipeline = functools.partial(_given, pipeline)
@@ -72,6 +77,7 @@ def make_app(
     app[_MAKE_PIPELINE_KEY] = make_pipeline
     app[_ON_RESTART_KEY] = on_restart
     app[_RESTARTED_KEY] = restarted_after_fault
+    app[_MAKE_HOST_PIPELINE_KEY] = make_host_pipeline
     app.cleanup_ctx.append(_executor_ctx)
     app.on_shutdown.append(_close_executor)
     app.on_response_prepare.append(_close_connections_after_a_fault)
@@ -101,6 +107,7 @@ async def _executor_ctx(app: web.Application) -> AsyncIterator[None]:
         fallback_margin_s=settings.fallback_margin_s,
         on_restart=app[_ON_RESTART_KEY] if settings.fault_restart else None,
         restarted_after_fault=app[_RESTARTED_KEY],
+        make_host_pipeline=app[_MAKE_HOST_PIPELINE_KEY],
     )
     app[EXECUTOR_KEY] = executor
     loop = asyncio.get_running_loop()

@@ -49,7 +49,9 @@ requests still arriving on open connections, to be answered by the fallback; onl
 (once aiohttp has waited for its handlers) fails what is left. A process image that was itself
 started by such a restart (`restarted_after_fault`) and faults before answering any job from
 the device does not restart again: the device fails at once in every fresh context, so it stays
-on the fallback rather than making every prompt wait for a restart.
+on the fallback rather than making every prompt wait for a restart. If such an image's own
+pipeline fails to load (a device broken for good), it loads `make_host_pipeline` (inflate on the
+CPU) instead and serves from it, FAULTED, rather than refusing every job as FAILED.
 """
 
 from __future__ import annotations
@@ -205,11 +207,14 @@ class Executor:
         fallback_margin_s: float = 0.0,
         on_restart: Callable[[], None] | None = None,
         restarted_after_fault: bool = False,
+        make_host_pipeline: Callable[[], GenerationPipeline] | None = None,
     ) -> None:
         """`make_pipeline` runs on the GPU thread before `load()`; `prefetch_depth` 0 = off;
         `deadline_s` 0 = no deadline (the fault guard still applies); `on_restart` is called
         once, after a device fault, as soon as no job waits (None: the server stays on the
-        fallback); `restarted_after_fault`: this process image began with such a restart."""
+        fallback); `restarted_after_fault`: this process image began with such a restart;
+        `make_host_pipeline`: the pipeline such an image serves from when its own fails to
+        load (inflate on the CPU)."""
         self._make_pipeline = make_pipeline
         self.pipeline: GenerationPipeline | None = None  # set once made, before HEALTHY
         self.state = State.LOADING
@@ -228,6 +233,7 @@ class Executor:
         self._on_restart = on_restart
         self._faulted_at = 0.0  # perf_counter at the fault
         self._restarted_after_fault = restarted_after_fault
+        self._make_host_pipeline = make_host_pipeline
         self.restart_withheld = False  # faulted again before any answer from the device
         # Each thread's torch CPU maths runs on a worker pool of its own, whose first vector-maths
         # call may come back wrong (pipeline/cpu_threads.py): a throwaway one when it starts.
@@ -376,8 +382,11 @@ class Executor:
             loaded = time.perf_counter()
             await loop.run_in_executor(self._gpu_pool, pipeline.warm_up)
         except Exception as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+            if await self._load_on_the_host(failure):
+                return True
             self.state = State.FAILED
-            self.failure = f"{type(exc).__name__}: {exc}"
+            self.failure = failure
             log.exception("pipeline failed to load; /health reports failed")
             refusal = f"the pipeline failed to load: {self.failure}"
             while self._waiting:
@@ -388,6 +397,34 @@ class Executor:
             "pipeline healthy: load %.2f s, warm-up %.2f s, %d jobs waiting",
             loaded - started,
             time.perf_counter() - loaded,
+            len(self._waiting),
+        )
+        self._fill_prefetch()
+        return True
+
+    async def _load_on_the_host(self, failure: str) -> bool:
+        """After a restart for a device fault the device failed to load: serve from the host
+        pipeline, FAULTED (each job answered by its CPU fallback), if there is one and it loads."""
+        if not self._restarted_after_fault or self._make_host_pipeline is None:
+            return False
+        log.critical(
+            "the pipeline failed to load after a restart for a device fault (%s); loading "
+            "inflate on the CPU instead",
+            failure,
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            pipeline = await loop.run_in_executor(self._gpu_pool, self._make_host_pipeline)
+            await loop.run_in_executor(self._gpu_pool, pipeline.load)
+        except Exception:
+            log.exception("the host pipeline failed to load too")
+            return False
+        self.pipeline = pipeline
+        self.state, self.fault = State.FAULTED, f"the device failed to load: {failure}"
+        self._faulted_at = time.perf_counter()
+        self.restart_withheld = True  # a restart would meet the same device
+        log.critical(
+            "serving from the CPU fallback, %d jobs waiting; /health reports faulted",
             len(self._waiting),
         )
         self._fill_prefetch()

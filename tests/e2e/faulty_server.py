@@ -9,6 +9,10 @@ abandoned the job by then, and the call ends without anything awaiting it.
 
 FAULT_ONCE_FILE names a file written when the fault is made; while it exists no fault is made,
 so the server restarted after the fault (the same command line, executed again) runs clean.
+FAIL_LOAD_AFTER_FAULT=1: in a process image started after the fault (FAULT_ONCE_FILE exists),
+the first pipeline load fails, as it would on a device broken for good (the second, the
+server's inflate on the CPU, loads).
+
 For tests/e2e/test_device_fault_e2e.py only.
 """
 
@@ -28,6 +32,7 @@ from pipeline.run import Generation, Pipeline, StagedImage
 from server.__main__ import main
 
 SIMULATED = "CUDA error: an illegal memory access was encountered (simulated on the CPU)"
+FAILED_LOAD = "CUDA error: uncorrectable ECC error encountered (simulated)"
 _simulated: list[str] = []  # the simulated fault, once made
 
 
@@ -56,6 +61,18 @@ def _faulting(generate: Callable[..., Generation]) -> Callable[..., Generation]:
     return wrapped
 
 
+def _failing_first_load(load: Callable[[Pipeline], None]) -> Callable[[Pipeline], None]:
+    loads = itertools.count(1)
+
+    def wrapped(self: Pipeline) -> None:
+        broken = os.environ.get("FAIL_LOAD_AFTER_FAULT") == "1"
+        if next(loads) == 1 and broken and os.path.exists(os.environ["FAULT_ONCE_FILE"]):
+            raise RuntimeError(FAILED_LOAD)
+        load(self)
+
+    return wrapped
+
+
 def _reporting(device_fault: Callable[[Pipeline], str | None]) -> Callable[[Pipeline], str | None]:
     def wrapped(self: Pipeline) -> str | None:
         return _simulated[0] if _simulated else device_fault(self)
@@ -66,4 +83,5 @@ def _reporting(device_fault: Callable[[Pipeline], str | None]) -> Callable[[Pipe
 if __name__ == "__main__":
     Pipeline.generate = _faulting(Pipeline.generate)  # type: ignore[method-assign]
     Pipeline.device_fault = _reporting(Pipeline.device_fault)  # type: ignore[method-assign]
+    Pipeline.load = _failing_first_load(Pipeline.load)  # type: ignore[method-assign]
     main()

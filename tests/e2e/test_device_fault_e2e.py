@@ -12,6 +12,7 @@ store; on a CPU (CI) the fault is simulated and the rest is real.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -21,6 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -120,6 +122,44 @@ def _watch_children(pid: int, seen: set[int], done: threading.Event) -> None:
         time.sleep(0.05)
 
 
+def _prompt() -> bytes:
+    prompts = sorted(PROMPTS_DIR.glob("*.webp")) if PROMPTS_DIR.is_dir() else []
+    if not prompts:
+        pytest.skip(f"shared prompts not found in {PROMPTS_DIR}")
+    return prompts[8].read_bytes()
+
+
+@contextlib.contextmanager
+def _faulty_server(
+    tmp_path: Path, args: list[str], env: dict[str, str], paths: tuple[Path, ...] = ()
+) -> Iterator[tuple[subprocess.Popen, int, Path]]:
+    """`python -m tests.e2e.faulty_server` with `args` and `env` (its FAULT_* variables):
+    (the process, its port, its log), stopped afterwards and its log's end printed. `paths`
+    go on PYTHONPATH after the repository."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "FAULT_ONCE_FILE": str(tmp_path / "faulted"),
+        **env,
+        "PYTHONPATH": os.pathsep.join(
+            [str(REPO), *map(str, paths), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    command = [sys.executable, "-m", "tests.e2e.faulty_server", "--port", str(port), *args]
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
+    try:
+        yield server, port, log_path
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        sys.stdout.write(log_path.read_text(errors="replace")[-6000:])
+
+
 def _last_job(port: int) -> tuple[str, dict]:
     index = _get(port, "/")[1]
     return index["status"], index["counters"]
@@ -129,24 +169,11 @@ def _last_job(port: int) -> tuple[str, dict]:
 def test_a_sticky_cuda_fault_is_answered_reported_and_restarted(
     device: str, tmp_path: Path
 ) -> None:
-    prompts = sorted(PROMPTS_DIR.glob("*.webp")) if PROMPTS_DIR.is_dir() else []
-    if not prompts:
-        pytest.skip(f"shared prompts not found in {PROMPTS_DIR}")
-    image = prompts[8].read_bytes()
-    port = _free_port()
-    env = {
-        **os.environ,
-        "FAULT_AT_CALL": "3",  # the warm-up, the first request, then the second request
-        "FAULT_ONCE_FILE": str(tmp_path / "faulted"),
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    command = [sys.executable, "-m", "tests.e2e.faulty_server", "--port", str(port)]
-    command += ["--device", device, "--generator", "inflate", "--matting", "classical"]
-    command += SMALL if device == "cpu" else []
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
-    try:
+    image = _prompt()
+    args = ["--device", device, "--generator", "inflate", "--matting", "classical"]
+    args += SMALL if device == "cpu" else []
+    # The warm-up, the first request, then the second request.
+    with _faulty_server(tmp_path, args, {"FAULT_AT_CALL": "3"}) as (server, port, log_path):
         warm = _wait_for(port, "healthy", server)
         first = _generate(port, image, 7)  # the device's answer
         status, counters = _last_job(port)
@@ -193,13 +220,6 @@ def test_a_sticky_cuda_fault_is_answered_reported_and_restarted(
             f"{'new image' if by_new_image else 'old image (fallback)'}; {len(workers)} child "
             "processes before the restart"
         )
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        sys.stdout.write(log_path.read_text(errors="replace")[-6000:])
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -209,29 +229,15 @@ def test_a_fault_after_the_deadline_is_found_and_survived(device: str, tmp_path:
     device. Nothing awaits it, yet the fault is found at once, and what it held is kept: the
     process lives on (freed on a broken context, a staged image aborts it) and the fallback
     answers the next prompt."""
-    prompts = sorted(PROMPTS_DIR.glob("*.webp")) if PROMPTS_DIR.is_dir() else []
-    if not prompts:
-        pytest.skip(f"shared prompts not found in {PROMPTS_DIR}")
-    image = prompts[8].read_bytes()
-    port = _free_port()
+    image = _prompt()
     weights = write_fake_weights(tmp_path / "weights")
-    env = {
-        **os.environ,
-        "FAULT_AT_CALL": "2",  # the warm-up, then the first request
-        "FAULT_DELAY_S": "4",  # the fallback answers 1 s after arrival
-        "FAULT_ONCE_FILE": str(tmp_path / "faulted"),
-        "PYTHONPATH": os.pathsep.join(
-            [str(REPO), str(FAKES / "trellis"), os.environ.get("PYTHONPATH", "")]
-        ),
-    }
-    command = [sys.executable, "-m", "tests.e2e.faulty_server", "--port", str(port)]
-    command += ["--device", device, "--generator", "trellis2", "--weights-dir", str(weights)]
-    command += ["--matting", "classical", "--trellis2-pipeline-type", "512", *SMALL]
-    command += ["--deadline-s", "3", "--fallback-margin-s", "2", "--no-fault-restart"]
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
-    try:
+    args = ["--device", device, "--generator", "trellis2", "--weights-dir", str(weights)]
+    args += ["--matting", "classical", "--trellis2-pipeline-type", "512", *SMALL]
+    args += ["--deadline-s", "3", "--fallback-margin-s", "2", "--no-fault-restart"]
+    # The warm-up, then the first request, whose fault comes 4 s in: the fallback answered
+    # it 1 s after its arrival.
+    env = {"FAULT_AT_CALL": "2", "FAULT_DELAY_S": "4"}
+    with _faulty_server(tmp_path, args, env, (FAKES / "trellis",)) as (server, port, _):
         _wait_for(port, "healthy", server)
         started = time.monotonic()
         answered = _generate(port, image, 7)
@@ -258,10 +264,30 @@ def test_a_fault_after_the_deadline_is_found_and_survived(device: str, tmp_path:
             f"the deadline's answer in {answered_s:.1f} s; the fault found {found_s:.1f} s "
             "later, before any other job"
         )
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        sys.stdout.write(log_path.read_text(errors="replace")[-6000:])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_device_that_fails_to_load_after_the_restart_leaves_the_server_on_the_host(
+    device: str, tmp_path: Path
+) -> None:
+    """The new process image's pipeline fails to load (a device broken for good): it serves
+    from inflate on the CPU, faulted, instead of refusing every prompt as failed; the prompt
+    sent during the restart is answered."""
+    image = _prompt()
+    args = ["--device", device, "--generator", "inflate", "--matting", "classical", *SMALL]
+    env = {"FAULT_AT_CALL": "3", "FAIL_LOAD_AFTER_FAULT": "1"}
+    with _faulty_server(tmp_path, args, env) as (server, port, log_path):
+        _wait_for(port, "healthy", server)
+        _generate(port, image, 7)
+        faulted = _generate(port, image, 7)  # the fault; the restart follows at once
+        after = _generate(port, image, 7)
+        assert after == faulted  # both the CPU fallback's, which is deterministic
+        _wait_for_line(log_path, "loading inflate on the CPU instead", server)
+        code, body = _get(port, "/health")
+        assert code == 503 and "uncorrectable ECC" in body["detail"]
+        status, counters = _last_job(port)
+        assert status == "faulted" and counters["last_job_s"]["fallback"] == "fault"
+        assert (counters["jobs_done"], counters["fallbacks_fault"]) == (1, 1)  # the new image's
+        assert _generate(port, image, 7) == faulted
+        assert server.poll() is None
+        assert "restarting after the device fault" in log_path.read_text(errors="replace")

@@ -60,8 +60,8 @@ async def start_app(aiohttp_client: Any) -> AsyncIterator[StartApp]:
 
 @pytest_asyncio.fixture
 async def start_executor() -> AsyncIterator[Callable[..., Awaitable[Executor]]]:
-    """`await start_executor(fake, healthy=True, queue_size=4, prefetch_depth=1, **guard)`
-    (guard: deadline_s, fallback_margin_s)."""
+    """`await start_executor(fake, healthy=True, queue_size=4, prefetch_depth=1, **options)`
+    (options: the Executor's keywords, e.g. deadline_s, fallback_margin_s)."""
     started: list[tuple[Executor, FakePipeline]] = []
 
     async def start(
@@ -70,7 +70,7 @@ async def start_executor() -> AsyncIterator[Callable[..., Awaitable[Executor]]]:
         healthy: bool = True,
         queue_size: int = 4,
         prefetch_depth: int = 1,
-        **guard: float,
+        **options: Any,
     ) -> Executor:
         executor = Executor(
             lambda: fake,
@@ -78,7 +78,7 @@ async def start_executor() -> AsyncIterator[Callable[..., Awaitable[Executor]]]:
             prefetch_depth=prefetch_depth,
             cpu_workers=2,
             retry_after_s=7,
-            **guard,
+            **options,
         )
         started.append((executor, fake))
         executor.start()

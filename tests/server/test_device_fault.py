@@ -258,3 +258,47 @@ async def test_an_image_started_by_a_restart_restarts_again_only_after_a_device_
     assert executor.restart_withheld is not answered_first
     assert fake.data_of("fallback") == [png(b"fault"), png(b"after")]
     assert (await health(client))[1]["status"] == "faulted"
+
+
+async def test_an_image_started_by_a_restart_serves_from_the_host_if_its_device_fails_to_load(
+    start_executor,
+):
+    """A device broken for good fails the new image's load: the prompt it read meanwhile (the
+    orchestrator's next) and the later ones are answered by inflate on the CPU, not 503s."""
+    broken = FakePipeline(
+        load_error=RuntimeError("CUDA error: uncorrectable ECC error encountered (fake)"),
+        gated=("load",),
+    )
+    host = FakePipeline(fallback=True)
+    executor = await start_executor(
+        broken, healthy=False, restarted_after_fault=True, make_host_pipeline=lambda: host
+    )
+    waiting = asyncio.create_task(executor.run(png(b"read while loading"), 3))
+    await wait_until(lambda: len(executor._waiting) == 1, "a job waits for the load")
+    broken.open("load")
+    answered = await asyncio.wait_for(waiting, 5)
+    assert answered.generation.generator == "fallback" and answered.timings.fallback == "fault"
+    assert executor.state is State.FAULTED and "uncorrectable ECC" in (executor.fault or "")
+    assert executor.restart_withheld and not executor.restart_requested
+    later = await executor.run(png(b"later"), 4)
+    assert later.generation.seed == 4
+    assert host.data_of("stage_on_host") == [png(b"read while loading"), png(b"later")]
+    assert host.data_of("fallback") == [png(b"read while loading"), png(b"later")]
+    assert broken.data_of("generate") == [] and host.data_of("generate") == []
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["first-image", "host-fails-too"])
+async def test_otherwise_a_failed_load_is_failed(start_executor, restarted):
+    made: list[FakePipeline] = []
+
+    def make_host() -> FakePipeline:
+        made.append(FakePipeline(load_error=RuntimeError("the host failed too (fake)")))
+        return made[-1]
+
+    broken = FakePipeline(load_error=RuntimeError("CUDA error: no device (fake)"))
+    executor = await start_executor(
+        broken, healthy=False, restarted_after_fault=restarted, make_host_pipeline=make_host
+    )
+    await wait_until(lambda: executor.state is State.FAILED, "failed")
+    assert "no device" in (executor.failure or "")
+    assert len(made) == (1 if restarted else 0)

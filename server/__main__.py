@@ -3,8 +3,8 @@
 Every server and pipeline setting has a flag and an environment variable (`--queue-size` /
 `QUEUE_SIZE`); a flag beats the environment, which beats the default. `--help` lists them.
 The port is bound at once; models load in the background while `/health` says "loading".
-After a device fault (a sticky CUDA error), at the first moment no job runs or waits (unless
-`fault_restart` is off), the server shuts down as on SIGTERM, answering the requests it has
+After a device fault (a sticky CUDA error), as soon as no job waits (unless `fault_restart` is
+off), the server shuts down as on SIGTERM, answering the requests it has
 already read, and executes the same command line again: a fresh process image (the
 same PID, so a container does not stop), a fresh CUDA context, the same listening socket
 (server/listen.py).

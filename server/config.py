@@ -76,7 +76,7 @@ class ServerSettings:
     fault_restart: bool = setting(
         True,
         "after a device fault (a sticky CUDA error: the CPU fallback answers every job), restart "
-        "the server's process as soon as no job runs or waits, even if requests keep coming "
+        "the server's process as soon as no job waits, even if requests keep coming "
         "(those sent meanwhile wait in the listening socket's backlog for the new process "
         "image); false: stay on the fallback until restarted from outside",
     )

@@ -419,6 +419,8 @@ class Executor:
         except Exception:
             log.exception("the host pipeline failed to load too")
             return False
+        # What the failed pipeline holds on the broken device is never freed (see _mark_faulted).
+        self._kept_after_fault.append(self.pipeline)
         self.pipeline = pipeline
         self.state, self.fault = State.FAULTED, f"the device failed to load: {failure}"
         self._faulted_at = time.perf_counter()

@@ -280,6 +280,7 @@ async def test_an_image_started_by_a_restart_serves_from_the_host_if_its_device_
     assert answered.generation.generator == "fallback" and answered.timings.fallback == "fault"
     assert executor.state is State.FAULTED and "uncorrectable ECC" in (executor.fault or "")
     assert executor.restart_withheld and not executor.restart_requested
+    assert broken in executor._kept_after_fault  # what it holds on the device is never freed
     later = await executor.run(png(b"later"), 4)
     assert later.generation.seed == 4
     assert host.data_of("stage_on_host") == [png(b"read while loading"), png(b"later")]

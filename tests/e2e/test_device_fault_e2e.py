@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ import torch
 from tests.e2e.glb_checks import load_single_mesh
 from tests.fake_trellis2 import FAKES, write_fake_weights
 from tests.pipeline.conftest import PROMPTS_DIR
+from tests.processes import free_port, stop
 from tests.server.fakes import multipart_body
 
 pytestmark = pytest.mark.slow
@@ -49,12 +49,6 @@ SMALL = ["--resolution", "128", "--face-budget", "8000", "--texture-size", "512"
 
 REPO = Path(__file__).resolve().parents[2]
 HEALTHY_TIMEOUT_S = 300.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _get(port: int, path: str) -> tuple[int, dict]:
@@ -136,7 +130,7 @@ def _faulty_server(
     """`python -m tests.e2e.faulty_server` with `args` and `env` (its FAULT_* variables):
     (the process, its port, its log), stopped afterwards and its log's end printed. `paths`
     go on PYTHONPATH after the repository."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "FAULT_ONCE_FILE": str(tmp_path / "faulted"),
@@ -152,11 +146,7 @@ def _faulty_server(
     try:
         yield server, port, log_path
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
         sys.stdout.write(log_path.read_text(errors="replace")[-6000:])
 
 

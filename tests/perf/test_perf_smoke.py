@@ -13,7 +13,6 @@ import itertools
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.pipeline.conftest import PROMPTS_DIR
+from tests.processes import free_port, stop
 
 pytestmark = pytest.mark.slow
 
@@ -41,12 +41,6 @@ HEALTHY_WITHIN_S = 120  # import, load and warm-up at the small settings take ~5
 SCRIPT_TIMEOUT_S = 180
 STEPS = ("decode", "prepare", "stage", "generate", "mesh", "atlas", "bake", "glb")
 MESH_STEPS = ("weld", "degenerate", "simplify", "weld_slabs", "orient", "compact", "frame")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _env() -> dict[str, str]:
@@ -75,19 +69,14 @@ def prompts() -> Path:
 
 @pytest.fixture(scope="module")
 def server_url(prompts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
     command = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port)]
     server = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
         log.close()
 
 

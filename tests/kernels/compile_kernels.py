@@ -1,5 +1,6 @@
-"""Compile every top-level Triton kernel in kernels/ for the GPU machine's architecture (sm_90),
-without a GPU: Triton compiles ahead of time for a named target.
+"""Compile every top-level Triton kernel in kernels/ for each GPU architecture the image must run
+on (SPEC: compute capability 8.9, 9.0, 10.0 and 12.0), without a GPU: Triton compiles ahead of
+time for a named target. Only sm_90 (the GPU machine's H100 and H200) also runs them here.
 
 The interpreter (TRITON_INTERPRET=1, as CI runs the kernel tests) runs kernels without compiling
 them, so a construct the compiler rejects first fails on the GPU: storing inside a `while` loop
@@ -11,9 +12,11 @@ outside do_not_specialize a constexpr), the constexprs and launch options, point
 as 16-byte aligned (torch's allocations are) and the integers named in `multiples_of_16` as
 multiples of 16 (texture sides, resolutions), as Triton specialises them at launch.
 
-Run by hand against any Triton, e.g. the production image's:
-    PYTHONPATH=/tmp/t34:. python -m tests.kernels.compile_kernels
-It prints one line a kernel, "name OK <cubin bytes>" or "name FAIL <first error line>", the
+Run by hand against any Triton, e.g. the production image's (unpacked from its wheel, its
+bundled ptxas made executable):
+    PYTHONPATH=/tmp/t34:. python -m tests.kernels.compile_kernels [ARCH ...]
+ARCH: compute capabilities as integers (default: ARCHES). It prints one line a kernel and
+architecture, "name sm_ARCH OK <cubin bytes>" or "name sm_ARCH FAIL <first error line>", the
 compiler's diagnostics on stderr, and exits 1 if any failed. `tests/kernels/test_compile.py`
 runs it.
 """
@@ -33,7 +36,9 @@ from typing import Any
 
 # Launch keywords that are compile options, not constexprs.
 OPTIONS = frozenset({"num_warps", "num_stages", "num_ctas", "enable_fp_fusion"})
-ARCH = 90  # H100 and H200
+# The compute capabilities the image must run on (SPEC §2): Ada (L40S, RTX 4090), Hopper (H100,
+# H200), Blackwell (B200) and consumer Blackwell (RTX 5090, RTX PRO 6000).
+ARCHES = (89, 90, 100, 120)
 # Pointer types shared by many kernels.
 F32, I32, I64 = "*fp32", "*i32", "*i64"
 
@@ -345,8 +350,9 @@ KERNELS = [
 ]  # fmt: skip
 
 
-def compile_kernel(kernel: Kernel) -> Any:
-    """The compiled kernel (its `asm` holds "ptx" and "cubin") for sm_90; raises on failure."""
+def compile_kernel(kernel: Kernel, arch: int) -> Any:
+    """The compiled kernel (its `asm` holds "ptx" and "cubin") for sm_<arch>; raises on
+    failure."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -367,7 +373,7 @@ def compile_kernel(kernel: Kernel) -> Any:
     ]
     attrs = {(i,): [["tt.divisibility", 16]] for i in aligned}
     source = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
-    return triton.compile(source, target=GPUTarget("cuda", ARCH, 32), options=options)
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
 
 
 @contextlib.contextmanager
@@ -405,20 +411,25 @@ def reason(error: BaseException, log: str) -> str:
     return f"{type(error).__name__}: {lines[-1] if lines else ''}"
 
 
-def check(kernel: Kernel) -> str:
-    """Compile one kernel: "OK <cubin bytes>", or "FAIL <reason>"; diagnostics go to stderr."""
+def check(kernel: Kernel, arch: int) -> str:
+    """Compile one kernel for sm_<arch>: "OK <cubin bytes>", or "FAIL <reason>"; diagnostics
+    go to stderr."""
     with captured_stderr() as log:
         try:
-            compiled = compile_kernel(kernel)
+            compiled = compile_kernel(kernel, arch)
             error = None
         except Exception as caught:  # any failure is reported, then the next kernel
             error = caught
     diagnostics = log[0]
     if diagnostics:
-        print(f"--- {kernel.label}\n{diagnostics}", file=sys.stderr, flush=True)
+        print(f"--- {kernel.label} sm_{arch}\n{diagnostics}", file=sys.stderr, flush=True)
     if error is not None:
         return f"FAIL {reason(error, diagnostics)}"
     ptx = compiled.asm["ptx"]
+    target = re.search(r"^\.target (\S+)", ptx, re.MULTILINE)
+    # sm_90a, sm_100a, sm_120a: the architecture-specific forms Triton picks where they exist.
+    if target is None or target[1].removesuffix("a") != f"sm_{arch}":
+        return f"FAIL the PTX targets {target[1] if target else 'nothing'}, not sm_{arch}"
     missing = [op for op in kernel.in_ptx if op not in ptx]
     if missing:
         return f"FAIL the PTX lacks {', '.join(missing)}"
@@ -428,21 +439,23 @@ def check(kernel: Kernel) -> str:
     return f"OK {len(compiled.asm['cubin'])}"
 
 
-def main() -> int:
-    """Compile every kernel; 1 if any failed."""
+def main(argv: list[str]) -> int:
+    """Compile every kernel for each architecture in argv (default ARCHES); 1 if any failed."""
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("unset TRITON_INTERPRET: interpreted kernels cannot be compiled", file=sys.stderr)
         return 2
     import triton
 
-    print(f"triton {triton.__version__} sm_{ARCH}", flush=True)
+    arches = [int(arch) for arch in argv] or list(ARCHES)
+    print(f"triton {triton.__version__}", flush=True)
     failed = 0
-    for kernel in KERNELS:
-        result = check(kernel)
-        failed += result.startswith("FAIL")
-        print(f"{kernel.label} {result}", flush=True)
+    for arch in arches:
+        for kernel in KERNELS:
+            result = check(kernel, arch)
+            failed += result.startswith("FAIL")
+            print(f"{kernel.label} sm_{arch} {result}", flush=True)
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

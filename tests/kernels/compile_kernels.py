@@ -16,7 +16,7 @@ Run by hand against any Triton, e.g. the production image's (unpacked from its w
 bundled ptxas made executable):
     PYTHONPATH=/tmp/t34:. python -m tests.kernels.compile_kernels [ARCH ...]
 ARCH: compute capabilities as integers (default: ARCHES). It prints one line a kernel and
-architecture, "name sm_ARCH OK <cubin bytes>" or "name sm_ARCH FAIL <first error line>", the
+architecture, "name sm_ARCH OK cubin <n> B, shared <n> B" or "name sm_ARCH FAIL <why>", the
 compiler's diagnostics on stderr, and exits 1 if any failed. `tests/kernels/test_compile.py`
 runs it.
 """
@@ -39,6 +39,10 @@ OPTIONS = frozenset({"num_warps", "num_stages", "num_ctas", "enable_fp_fusion"})
 # The compute capabilities the image must run on (SPEC §2): Ada (L40S, RTX 4090), Hopper (H100,
 # H200), Blackwell (B200) and consumer Blackwell (RTX 5090, RTX PRO 6000).
 ARCHES = (89, 90, 100, 120)
+# The most shared memory one block may take on each (bytes; CUDA's per-block opt-in maximum,
+# which Triton's launcher asks for): a kernel that compiles but wants more fails at launch,
+# and Ada and consumer Blackwell give under half of Hopper's.
+SHARED_LIMIT = {89: 101_376, 90: 232_448, 100: 232_448, 120: 101_376}
 # Pointer types shared by many kernels.
 F32, I32, I64 = "*fp32", "*i32", "*i64"
 
@@ -412,8 +416,8 @@ def reason(error: BaseException, log: str) -> str:
 
 
 def check(kernel: Kernel, arch: int) -> str:
-    """Compile one kernel for sm_<arch>: "OK <cubin bytes>", or "FAIL <reason>"; diagnostics
-    go to stderr."""
+    """Compile one kernel for sm_<arch>: "OK cubin <n> B, shared <n> B", or "FAIL <reason>";
+    diagnostics go to stderr."""
     with captured_stderr() as log:
         try:
             compiled = compile_kernel(kernel, arch)
@@ -430,13 +434,16 @@ def check(kernel: Kernel, arch: int) -> str:
     # sm_90a, sm_100a, sm_120a: the architecture-specific forms Triton picks where they exist.
     if target is None or target[1].removesuffix("a") != f"sm_{arch}":
         return f"FAIL the PTX targets {target[1] if target else 'nothing'}, not sm_{arch}"
+    shared = compiled.metadata.shared
+    if shared > SHARED_LIMIT[arch]:
+        return f"FAIL {shared} bytes of shared memory, over sm_{arch}'s {SHARED_LIMIT[arch]}"
     missing = [op for op in kernel.in_ptx if op not in ptx]
     if missing:
         return f"FAIL the PTX lacks {', '.join(missing)}"
     present = [op for op in kernel.not_in_ptx if op in ptx]
     if present:
         return f"FAIL the PTX holds {', '.join(present)}"
-    return f"OK {len(compiled.asm['cubin'])}"
+    return f"OK cubin {len(compiled.asm['cubin'])} B, shared {shared} B"
 
 
 def main(argv: list[str]) -> int:

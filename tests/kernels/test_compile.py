@@ -53,10 +53,11 @@ def test_the_compile_check_covers_every_launched_kernel() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
 def test_every_kernel_compiles_for_every_target_architecture() -> None:
-    """One process compiles them all; one line a kernel and architecture, "label sm_N OK
-    bytes" or "label sm_N FAIL why". Each PTX must target its architecture, and the components
-    kernel's must also hold the hooking's integer atomics, the labels' loads past L1
-    (`ld.global.cg`) and the phases' barriers, or the check reports it failed."""
+    """One process compiles them all; one line a kernel and architecture, "label sm_N OK ..."
+    or "label sm_N FAIL why". Each PTX must target its architecture, each kernel fit its
+    architecture's shared memory per block, and the components kernel's PTX must also hold
+    the hooking's integer atomics, the labels' loads past L1 (`ld.global.cg`) and the phases'
+    barriers, or the check reports it failed."""
     assert set(ARCHES) == {89, 90, 100, 120}  # SPEC §2: the image must run on all four
     # Compiled natively, not interpreted: the interpreter's kernels cannot be compiled.
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -83,3 +84,27 @@ def test_every_kernel_compiles_for_every_target_architecture() -> None:
     assert done.returncode == 0 and not failed, "\n".join(
         [f"exit {done.returncode}", *failed, done.stderr[-3000:]]
     )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
+def test_a_kernel_over_its_architectures_shared_memory_fails_the_check() -> None:
+    """The shared-memory check bites: the components kernel (which takes shared memory) checked
+    against a limit one byte under what it takes fails; at sm_120's real limit it passes."""
+    code = """
+import tests.kernels.compile_kernels as c
+kernel = next(k for k in c.KERNELS if k.name == "_components_kernel")
+shared = c.compile_kernel(kernel, 120).metadata.shared
+assert shared > 0, shared
+print(c.check(kernel, 120))
+c.SHARED_LIMIT[120] = shared - 1
+print(c.check(kernel, 120))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and len(lines) == 2, done.stderr[-3000:]
+    assert lines[0].startswith("OK") and lines[1].startswith("FAIL"), lines
+    assert "shared memory" in lines[1]

@@ -1,8 +1,9 @@
 """Frozen settings for every pipeline stage, read from the environment.
 
 Each field is one setting; its environment variable is the field name in upper case
-(`texture_size` -> `TEXTURE_SIZE`). The help text beside each field is what the README's
-settings table and `GET /` show. Stages receive the whole frozen object and read their part.
+(`texture_size` -> `TEXTURE_SIZE`). The help text beside each field is what `GET /` shows
+(the README's settings table, written by hand, must name every setting). Stages receive the
+whole frozen object and read their part.
 """
 
 from __future__ import annotations

@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m pipeline.weights",
         description="Download the pinned model weights that are missing (HF_TOKEN for DINOv3).",
     )
-    parser.add_argument("--dir", required=True, type=Path, help="WEIGHTS_DIR")
+    parser.add_argument("--dir", type=Path, help="WEIGHTS_DIR (required unless --list)")
     parser.add_argument(
         "--only",
         action="append",
@@ -242,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         for repo in PINNED:
             print(f"{repo.name:11s} {repo.repo_id}@{repo.revision} -> {repo.folder}")
         return 0
+    if args.dir is None:
+        parser.error("--dir is required (where the weights go)")
     repos = tuple(repo for repo in PINNED if not args.only or repo.name in args.only)
     root = weights_root(str(args.dir))
     try:

@@ -2,9 +2,9 @@
 
 Each field is one setting; its environment variable is the field name in upper case
 (`queue_size` -> `QUEUE_SIZE`), exactly as for `pipeline.settings.PipelineSettings`, and the
-help text beside it is what `--help`, the README's settings table and `GET /` show. Command
-line flags are generated from the same fields (`--queue-size`, `--no-prefetch`), so a setting
-is declared once and reaches all three places.
+help text beside it is what `--help` and `GET /` show (the README's settings table, written by
+hand, must name every setting: tests/server/test_config.py). Command line flags are generated
+from the same fields (`--queue-size`, `--no-prefetch`), so a setting is declared once.
 
 Precedence: field default < environment variable < command-line flag.
 """

@@ -117,7 +117,8 @@ def test_deterministic_across_runs_and_threads(prompts, variant):
 
 @pytest.mark.slow
 def test_iou_table_over_all_prompts(request, prompts, helpers):
-    """The README's table: `pytest -m slow -s tests/pipeline/test_matting.py` (about 90 s)."""
+    """The IoU numbers the README's Limitations quote: `pytest -m slow -s
+    tests/pipeline/test_matting.py` (about 90 s)."""
     if "slow" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("the full IoU table runs only with -m slow")
     variants = ("white", "grey", "white-jpeg", "sweep-jpeg", "cluttered")

@@ -120,3 +120,11 @@ def test_the_command_line_lists_the_pins(tmp_path, capsys):
     listed = capsys.readouterr().out
     for repo in PINNED:
         assert f"{repo.repo_id}@{repo.revision}" in listed
+    assert main(["--list"]) == 0  # no folder needed to list
+    assert capsys.readouterr().out == listed
+
+
+def test_the_command_line_needs_a_folder_to_fetch_into(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    assert exited.value.code == 2 and "--dir is required" in capsys.readouterr().err

@@ -16,7 +16,8 @@ Run by hand against any Triton, e.g. the production image's (unpacked from its w
 bundled ptxas made executable):
     PYTHONPATH=/tmp/t34:. python -m tests.kernels.compile_kernels [ARCH ...]
 ARCH: compute capabilities as integers (default: ARCHES). It prints one line a kernel and
-architecture, "name sm_ARCH OK cubin <n> B, shared <n> B" or "name sm_ARCH FAIL <why>", the
+architecture, "name sm_ARCH OK cubin <n> B, shared <n> B, <n> registers" or "name sm_ARCH FAIL
+<why>", the
 compiler's diagnostics on stderr, and exits 1 if any failed. `tests/kernels/test_compile.py`
 runs it.
 """
@@ -27,10 +28,12 @@ import contextlib
 import importlib
 import os
 import re
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -43,6 +46,10 @@ ARCHES = (89, 90, 100, 120)
 # which Triton's launcher asks for): a kernel that compiles but wants more fails at launch,
 # and Ada and consumer Blackwell give under half of Hopper's.
 SHARED_LIMIT = {89: 101_376, 90: 232_448, 100: 232_448, 120: 101_376}
+# 32-bit registers one block may hold on all four (a multiprocessor's whole file): registers a
+# thread times threads a block over it fails at launch ("too many resources requested"), and
+# each architecture's compiler allocates its own count.
+BLOCK_REGISTERS = 65_536
 # Pointer types shared by many kernels.
 F32, I32, I64 = "*fp32", "*i32", "*i64"
 
@@ -415,9 +422,29 @@ def reason(error: BaseException, log: str) -> str:
     return f"{type(error).__name__}: {lines[-1] if lines else ''}"
 
 
+def registers(cubin: bytes) -> int:
+    """Registers a thread of the cubin's kernel takes, as the cuobjdump Triton ships reads them."""
+    import triton.backends.nvidia
+
+    tool = Path(triton.backends.nvidia.__file__).parent / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
+        file.write(cubin)
+        file.flush()
+        done = subprocess.run(
+            [str(tool), "--dump-resource-usage", file.name],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    found = re.search(r"REG:(\d+)", done.stdout)
+    if found is None:
+        raise ValueError(f"no register count in cuobjdump's report: {done.stdout[-300:]!r}")
+    return int(found[1])
+
+
 def check(kernel: Kernel, arch: int) -> str:
-    """Compile one kernel for sm_<arch>: "OK cubin <n> B, shared <n> B", or "FAIL <reason>";
-    diagnostics go to stderr."""
+    """Compile one kernel for sm_<arch>: "OK cubin <n> B, shared <n> B, <n> registers", or
+    "FAIL <reason>"; diagnostics go to stderr."""
     with captured_stderr() as log:
         try:
             compiled = compile_kernel(kernel, arch)
@@ -437,13 +464,17 @@ def check(kernel: Kernel, arch: int) -> str:
     shared = compiled.metadata.shared
     if shared > SHARED_LIMIT[arch]:
         return f"FAIL {shared} bytes of shared memory, over sm_{arch}'s {SHARED_LIMIT[arch]}"
+    per_thread = registers(compiled.asm["cubin"])
+    block = per_thread * 32 * compiled.metadata.num_warps
+    if block > BLOCK_REGISTERS:
+        return f"FAIL {per_thread} registers x {block // per_thread} threads over a block's"
     missing = [op for op in kernel.in_ptx if op not in ptx]
     if missing:
         return f"FAIL the PTX lacks {', '.join(missing)}"
     present = [op for op in kernel.not_in_ptx if op in ptx]
     if present:
         return f"FAIL the PTX holds {', '.join(present)}"
-    return f"OK cubin {len(compiled.asm['cubin'])} B, shared {shared} B"
+    return f"OK cubin {len(compiled.asm['cubin'])} B, shared {shared} B, {per_thread} registers"
 
 
 def main(argv: list[str]) -> int:

@@ -55,9 +55,9 @@ def test_the_compile_check_covers_every_launched_kernel() -> None:
 def test_every_kernel_compiles_for_every_target_architecture() -> None:
     """One process compiles them all; one line a kernel and architecture, "label sm_N OK ..."
     or "label sm_N FAIL why". Each PTX must target its architecture, each kernel fit its
-    architecture's shared memory per block, and the components kernel's PTX must also hold
-    the hooking's integer atomics, the labels' loads past L1 (`ld.global.cg`) and the phases'
-    barriers, or the check reports it failed."""
+    architecture's shared memory and register file per block, and the components kernel's PTX
+    must also hold the hooking's integer atomics, the labels' loads past L1 (`ld.global.cg`)
+    and the phases' barriers, or the check reports it failed."""
     assert set(ARCHES) == {89, 90, 100, 120}  # SPEC §2: the image must run on all four
     # Compiled natively, not interpreted: the interpreter's kernels cannot be compiled.
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -87,16 +87,22 @@ def test_every_kernel_compiles_for_every_target_architecture() -> None:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
-def test_a_kernel_over_its_architectures_shared_memory_fails_the_check() -> None:
-    """The shared-memory check bites: the components kernel (which takes shared memory) checked
-    against a limit one byte under what it takes fails; at sm_120's real limit it passes."""
+def test_a_kernel_over_its_architectures_launch_resources_fails_the_check() -> None:
+    """The resource checks bite: the components kernel (which takes shared memory) passes at
+    sm_120's real limits, fails against a shared-memory limit one byte under what it takes,
+    and against a block's register file one register under what it takes."""
     code = """
 import tests.kernels.compile_kernels as c
 kernel = next(k for k in c.KERNELS if k.name == "_components_kernel")
-shared = c.compile_kernel(kernel, 120).metadata.shared
-assert shared > 0, shared
+compiled = c.compile_kernel(kernel, 120)
+shared = compiled.metadata.shared
+block = c.registers(compiled.asm["cubin"]) * 32 * compiled.metadata.num_warps
+assert shared > 0 and block > 0, (shared, block)
 print(c.check(kernel, 120))
 c.SHARED_LIMIT[120] = shared - 1
+print(c.check(kernel, 120))
+c.SHARED_LIMIT[120] = shared
+c.BLOCK_REGISTERS = block - 1
 print(c.check(kernel, 120))
 """
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -105,6 +111,7 @@ print(c.check(kernel, 120))
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     lines = done.stdout.splitlines()
-    assert done.returncode == 0 and len(lines) == 2, done.stderr[-3000:]
-    assert lines[0].startswith("OK") and lines[1].startswith("FAIL"), lines
-    assert "shared memory" in lines[1]
+    assert done.returncode == 0 and len(lines) == 3, done.stderr[-3000:]
+    assert lines[0].startswith("OK"), lines
+    assert lines[1].startswith("FAIL") and "shared memory" in lines[1], lines
+    assert lines[2].startswith("FAIL") and "registers" in lines[2], lines

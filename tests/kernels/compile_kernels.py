@@ -17,9 +17,8 @@ bundled ptxas made executable):
     PYTHONPATH=/tmp/t34:. python -m tests.kernels.compile_kernels [ARCH ...]
 ARCH: compute capabilities as integers (default: ARCHES). It prints one line a kernel and
 architecture, "name sm_ARCH OK cubin <n> B, shared <n> B, <n> registers" or "name sm_ARCH FAIL
-<why>", the
-compiler's diagnostics on stderr, and exits 1 if any failed. `tests/kernels/test_compile.py`
-runs it.
+<why>", the compiler's diagnostics on stderr, and exits 1 if any failed.
+`tests/kernels/test_compile.py` runs it.
 """
 
 from __future__ import annotations
@@ -464,10 +463,13 @@ def check(kernel: Kernel, arch: int) -> str:
     shared = compiled.metadata.shared
     if shared > SHARED_LIMIT[arch]:
         return f"FAIL {shared} bytes of shared memory, over sm_{arch}'s {SHARED_LIMIT[arch]}"
-    per_thread = registers(compiled.asm["cubin"])
-    block = per_thread * 32 * compiled.metadata.num_warps
-    if block > BLOCK_REGISTERS:
-        return f"FAIL {per_thread} registers x {block // per_thread} threads over a block's"
+    try:
+        per_thread = registers(compiled.asm["cubin"])
+    except (OSError, subprocess.CalledProcessError, ValueError) as caught:
+        return f"FAIL no register count: {caught}"
+    threads = 32 * compiled.metadata.num_warps
+    if per_thread * threads > BLOCK_REGISTERS:
+        return f"FAIL {per_thread} registers x {threads} threads, over a block's {BLOCK_REGISTERS}"
     missing = [op for op in kernel.in_ptx if op not in ptx]
     if missing:
         return f"FAIL the PTX lacks {', '.join(missing)}"

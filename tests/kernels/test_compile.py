@@ -23,6 +23,14 @@ from tests.kernels.compile_kernels import ARCHES, KERNELS
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _native_env() -> dict[str, str]:
+    """The environment without TRITON_INTERPRET (the interpreter's kernels cannot be compiled),
+    with this checkout on the path."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
 def _launched_kernels() -> set[str]:
     """ "module.name" of each @triton.jit function in kernels/*.py that its module launches
     with a grid (`name[grid](...)`): the top-level kernels, not the helpers they call."""
@@ -59,13 +67,10 @@ def test_every_kernel_compiles_for_every_target_architecture() -> None:
     must also hold the hooking's integer atomics, the labels' loads past L1 (`ld.global.cg`)
     and the phases' barriers, or the check reports it failed."""
     assert set(ARCHES) == {89, 90, 100, 120}  # SPEC §2: the image must run on all four
-    # Compiled natively, not interpreted: the interpreter's kernels cannot be compiled.
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     done = subprocess.run(
         [sys.executable, "-m", "tests.kernels.compile_kernels"],
         cwd=ROOT,
-        env=env,
+        env=_native_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -105,10 +110,13 @@ c.SHARED_LIMIT[120] = shared
 c.BLOCK_REGISTERS = block - 1
 print(c.check(kernel, 120))
 """
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=_native_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     lines = done.stdout.splitlines()
     assert done.returncode == 0 and len(lines) == 3, done.stderr[-3000:]

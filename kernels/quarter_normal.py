@@ -36,9 +36,13 @@ __all__ = [
     "quarter_samples_adjoint",
 ]
 
-# Elements per Triton program (quarter points in the first kernel, texels in the second).
-# Untuned: both kernels are a few gathers per element, bound by memory.
-BLOCK = 1024
+# Elements per Triton program: quarter points in the first kernel, texels in the second. Both
+# are a few gathers per element, bound by memory. The second's 48 unrolled loads an element
+# spilled at 1024 (255 registers a thread and a 320-byte stack): on the H100 at 2048² it took
+# 0.334 ms there and 0.133 at 128, fit_texture 10.05 -> 8.21 ms, the same bits
+# (perf/RESULTS.md). The first's result bits change with its block (at 256), so it stays.
+SAMPLES_BLOCK = 1024
+GATHER_BLOCK = 128
 
 
 def _check(values: torch.Tensor, inside: torch.Tensor) -> None:
@@ -211,10 +215,10 @@ def _quarter_normal_triton(
     H, W, C = values.shape
     samples = torch.empty(2 * H, 2 * W, C, dtype=torch.float32, device=values.device)
     out = torch.empty_like(values)
-    _masked_samples_kernel[(triton.cdiv(4 * H * W, BLOCK),)](
-        values, inside.view(torch.uint8), samples, H, W, C=C, BLOCK=BLOCK
+    _masked_samples_kernel[(triton.cdiv(4 * H * W, SAMPLES_BLOCK),)](
+        values, inside.view(torch.uint8), samples, H, W, C=C, BLOCK=SAMPLES_BLOCK
     )
-    _gather_kernel[(triton.cdiv(H * W, BLOCK),)](
-        samples, values, out, H, W, float(weight), C=C, BLOCK=BLOCK
+    _gather_kernel[(triton.cdiv(H * W, GATHER_BLOCK),)](
+        samples, values, out, H, W, float(weight), C=C, BLOCK=GATHER_BLOCK
     )
     return out

@@ -20,7 +20,7 @@ __all__ = ["Row", "copy_bandwidth", "median_ms", "sync"]
 
 @dataclass
 class Row:
-    op: str  # weld, uv_raster, field_sample, dilate
+    op: str  # weld, uv_raster, field_sample, dilate, quarter_normal
     case: str  # e.g. "2M faces (6M vertices)"
     impl: str  # triton, torch, numpy, cv2.inpaint, ...
     ms: float  # median milliseconds

@@ -1,7 +1,8 @@
 """Kernel benchmarks side by side: each op's Triton kernel against its numpy reference, the
 obvious torch version and, where one exists, the base miner's tool.
 
-    python perf/kernels.py [--ops weld,uv_raster,field_sample,dilate] [--quick] [--json OUT]
+    python perf/kernels.py [--ops weld,uv_raster,field_sample,dilate,quarter_normal] [--quick]
+        [--json OUT]
 
 Each `perf/bm_<op>.py` exposes `run(device, quick) -> list[Row]`. The table gives median ms,
 effective GB/s over the bytes that must move, the ratio to the floor (that many bytes at the
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import Row, copy_bandwidth
 
-OPS = ("weld", "uv_raster", "field_sample", "dilate")
+OPS = ("weld", "uv_raster", "field_sample", "dilate", "quarter_normal")
 
 
 def _commit() -> str:

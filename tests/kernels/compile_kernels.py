@@ -278,7 +278,7 @@ KERNELS = [
     Kernel(
         "quarter_normal", "_masked_samples_kernel",
         {"values_ptr": F32, "inside_ptr": "*u8", "samples_ptr": F32, "H": "i32", "W": "i32"},
-        lambda m: {"C": 3, "BLOCK": m.BLOCK},
+        lambda m: {"C": 3, "BLOCK": m.SAMPLES_BLOCK},
         multiples_of_16=("H", "W"),
     ),
     Kernel(
@@ -287,7 +287,7 @@ KERNELS = [
             "samples_ptr": F32, "values_ptr": F32, "out_ptr": F32, "H": "i32", "W": "i32",
             "weight": "fp32",
         },
-        lambda m: {"C": 3, "BLOCK": m.BLOCK},
+        lambda m: {"C": 3, "BLOCK": m.GATHER_BLOCK},
         multiples_of_16=("H", "W"),
     ),
     Kernel(

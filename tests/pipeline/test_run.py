@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -239,6 +240,13 @@ def test_kernel_backend_names_triton_or_why_not(monkeypatch: pytest.MonkeyPatch)
 # --- the command line ---------------------------------------------------------------------------
 
 
+def _child_path() -> str:
+    """The repository, then whatever PYTHONPATH this process had (the GPU machine's carried
+    wheels live there): the child sees the same packages, and no other setting of ours."""
+    inherited = os.environ.get("PYTHONPATH", "")
+    return os.pathsep.join(p for p in (str(REPO_ROOT), inherited) if p)
+
+
 def test_the_cli_writes_a_glb(tmp_path: Path) -> None:
     image = tmp_path / "prompt.jpg"  # PNG bytes under a JPEG name: the format is sniffed
     image.write_bytes(png_bytes())
@@ -251,7 +259,7 @@ def test_the_cli_writes_a_glb(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=CLI_TIMEOUT_S,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT), "DEVICE": "cpu"},
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": _child_path(), "DEVICE": "cpu"},
     )
     assert completed.returncode == 0, completed.stderr
     data = output.read_bytes()

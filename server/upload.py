@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from pipeline.errors import BadRequest, PayloadTooLarge, UnprocessableInput
 from server.config import MIB, SEED_MAX
@@ -91,6 +92,14 @@ async def read_upload(request: web.Request, *, max_bytes: int, default_seed: int
         # aiohttp's multipart parser reports a malformed body (bad boundary, truncated
         # part) with these; our own ServiceErrors are not among them.
         raise BadRequest(f"malformed multipart body: {exc}") from None
+    except HttpProcessingError as exc:
+        # A part's headers that aiohttp's header parser refuses: a line over its 8190
+        # bytes, a line without a colon, too many lines.
+        raise BadRequest(f"malformed multipart body: {exc.message}") from None
+    except web.RequestPayloadError as exc:
+        # The request's own Content-Encoding does not decode (a gzip body that is not).
+        reason = str(exc).split("message:", 1)[-1].strip()  # aiohttp's "400, message: ..."
+        raise BadRequest(f"malformed request body: {reason}") from None
     # 4. Validate the fields.
     image = fields.get(IMAGE_FIELD)
     if image is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 
 from tests.server.fakes import FakePipeline, multipart_body, orchestrator_form, png
@@ -63,6 +65,54 @@ async def test_not_multipart_is_400(start_app):
     client, _ = await start_app()
     response = await client.post("/generate", json={"seed": 1})
     await assert_json_error(response, 400, "bad request")
+    await assert_still_serving(client)
+
+
+_PART_HEAD = 'Content-Disposition: form-data; name="prompt_image_file"; filename="prompt.jpg"'
+
+
+def _raw_form(*parts: bytes) -> tuple[bytes, dict[str, str]]:
+    """A multipart body from raw parts (each its header lines, a blank line, its bytes)."""
+    boundary = b"raw-boundary-7f3a"
+    body = b"".join(b"--" + boundary + b"\r\n" + part + b"\r\n" for part in parts)
+    content_type = f"multipart/form-data; boundary={boundary.decode()}"
+    return body + b"--" + boundary + b"--\r\n", {"Content-Type": content_type}
+
+
+@pytest.mark.parametrize(
+    ("head", "words"),
+    [
+        ((_PART_HEAD[:-1] + "a" * 9000 + '"').encode(), "more than"),  # a line past 8190
+        (b"Content-Disposition form-data", "Invalid HTTP header"),  # no colon
+        (b"".join(b"X-Extra-%d: v\r\n" % i for i in range(200)) + _PART_HEAD.encode(), "headers"),
+    ],
+)
+async def test_a_part_header_aiohttp_refuses_is_400_not_500(start_app, head, words):
+    client, fake = await start_app()
+    body, headers = _raw_form(head + b"\r\n\r\n" + png())
+    response = await client.post("/generate", data=body, headers=headers)
+    detail = (await assert_json_error(response, 400, "bad request"))["detail"]
+    assert detail.startswith("malformed multipart body") and words in detail
+    assert not fake.calls_of("prepare")
+    await assert_still_serving(client)
+
+
+async def test_a_body_whose_content_encoding_does_not_decode_is_400(start_app):
+    client, fake = await start_app()
+    body, headers = _raw_form(_PART_HEAD.encode() + b"\r\n\r\n" + png())
+    response = await client.post(
+        "/generate", data=b"not gzip" + body, headers={**headers, "Content-Encoding": "gzip"}
+    )
+    detail = (await assert_json_error(response, 400, "bad request"))["detail"]
+    assert detail == "malformed request body: Can not decode content-encoding: gzip"
+    assert response.headers["Connection"] == "close"
+    assert not fake.calls_of("prepare")
+    # The same form, really compressed, is read through the encoding.
+    response = await client.post(
+        "/generate", data=gzip.compress(body), headers={**headers, "Content-Encoding": "gzip"}
+    )
+    assert response.status == 200
+    await response.read()
     await assert_still_serving(client)
 
 

@@ -80,19 +80,21 @@ def _raw_form(*parts: bytes) -> tuple[bytes, dict[str, str]]:
 
 
 @pytest.mark.parametrize(
-    ("head", "words"),
+    "head",
     [
-        ((_PART_HEAD[:-1] + "a" * 9000 + '"').encode(), "more than"),  # a line past 8190
-        (b"Content-Disposition form-data", "Invalid HTTP header"),  # no colon
-        (b"".join(b"X-Extra-%d: v\r\n" % i for i in range(200)) + _PART_HEAD.encode(), "headers"),
+        (_PART_HEAD[:-1] + "a" * 9000 + '"').encode(),  # a line past aiohttp's 8190 bytes
+        b"Content-Disposition form-data",  # no colon
+        b"".join(b"X-Extra-%d: v\r\n" % i for i in range(200)) + _PART_HEAD.encode(),
     ],
+    ids=["long line", "no colon", "too many"],
 )
-async def test_a_part_header_aiohttp_refuses_is_400_not_500(start_app, head, words):
+async def test_a_part_header_aiohttp_refuses_is_400_not_500(start_app, head):
     client, fake = await start_app()
     body, headers = _raw_form(head + b"\r\n\r\n" + png())
     response = await client.post("/generate", data=body, headers=headers)
     detail = (await assert_json_error(response, 400, "bad request"))["detail"]
-    assert detail.startswith("malformed multipart body") and words in detail
+    prefix = "malformed multipart body: "
+    assert detail.startswith(prefix) and len(detail) > len(prefix)  # aiohttp's reason follows
     assert not fake.calls_of("prepare")
     await assert_still_serving(client)
 
@@ -104,7 +106,7 @@ async def test_a_body_whose_content_encoding_does_not_decode_is_400(start_app):
         "/generate", data=b"not gzip" + body, headers={**headers, "Content-Encoding": "gzip"}
     )
     detail = (await assert_json_error(response, 400, "bad request"))["detail"]
-    assert detail == "malformed request body: Can not decode content-encoding: gzip"
+    assert detail.startswith("malformed request body: ") and "gzip" in detail
     assert response.headers["Connection"] == "close"
     assert not fake.calls_of("prepare")
     # The same form, really compressed, is read through the encoding.

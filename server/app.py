@@ -9,7 +9,8 @@ refuses new jobs and fails the waiting ones with 503, letting the running genera
 the `cleanup_ctx` exit then stops the worker and releases the thread pools. After a device
 fault every response closes its connection, so the client's next request opens a new one,
 which waits in the listening socket's backlog through a restart instead of meeting a
-keep-alive connection closed under it.
+keep-alive connection closed under it; so does the answer to a request whose body stream
+failed, a connection aiohttp drops after it.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def make_app(
     app[_MAKE_HOST_PIPELINE_KEY] = make_host_pipeline
     app.cleanup_ctx.append(_executor_ctx)
     app.on_shutdown.append(_close_executor)
-    app.on_response_prepare.append(_close_connections_after_a_fault)
+    app.on_response_prepare.append(_close_connections)
     add_routes(app)
     return app
 
@@ -118,11 +119,12 @@ async def _executor_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("executor stopped: %s", executor.counters)
 
 
-async def _close_connections_after_a_fault(
-    request: web.Request, response: web.StreamResponse
-) -> None:
+async def _close_connections(request: web.Request, response: web.StreamResponse) -> None:
+    """`Connection: close` after a device fault, and where the request's body stream failed
+    (a Content-Encoding that does not decode: aiohttp drops that connection after the answer)."""
     executor = request.app.get(EXECUTOR_KEY)
-    if executor is not None and executor.fault is not None:
+    faulted = executor is not None and executor.fault is not None
+    if faulted or request.content.exception() is not None:
         response.force_close()
         # aiohttp (3.14 here) prepares the headers before this signal: tell the client too.
         response.headers[hdrs.CONNECTION] = "close"

@@ -49,12 +49,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ServiceError as exc:
-        response = json_error(exc.status, exc.error, exc.detail, exc.headers)
-        if request.content.exception() is not None:
-            # The body stream itself failed (a Content-Encoding that does not decode):
-            # aiohttp closes this connection after the answer, so the answer says so.
-            response.force_close()
-        return response
+        return json_error(exc.status, exc.error, exc.detail, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:  # redirects and the like are not errors
             raise

@@ -4,7 +4,10 @@ may (metallic and roughness smooth functions of position), unwrapped once, then 
 `write_glb` with MATERIAL=constant (the colour texture alone), MATERIAL=roughness (the field's
 roughness in a second texture) and MATERIAL=field (both) in alternating runs: their medians,
 the GLB sizes, whether the GLBs' base colour is the same bits, and the field texture's error
-against the field's material at the centres of texels inside faces (uint8 levels).
+against the field's material at the centres of texels inside faces (uint8 levels). Then the
+default mode's texture (roughness beside metallic 0: one grey channel) against the same values
+as the RGB texture it would otherwise be (R 0, G roughness, B 255): encoded bytes, the median
+encode time, and the roughness error after the GLB's encoding is decoded (Pillow, as trimesh).
 
     python -m perf.material_bake PROMPT.webp... [--device cuda] [--resolution 1024]
         [--repeat 9] [--size 2048]
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import statistics
 import sys
 import time
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from kernels.uv_raster import uv_raster
 from perf.bench import sync
@@ -28,7 +33,7 @@ from pipeline.atlas import unwrap
 from pipeline.bake import bake
 from pipeline.decode import decode_image
 from pipeline.generators.inflate import InflateGenerator
-from pipeline.glb import write_glb
+from pipeline.glb import encode_texture, write_glb
 from pipeline.mesh import process_mesh
 from pipeline.prepare import prepare_image
 from pipeline.settings import PipelineSettings
@@ -53,9 +58,12 @@ def with_material(asset: RawAsset) -> RawAsset:
     return dataclasses.replace(asset, attrs=attrs)
 
 
-def texel_error(uv_mesh: UVMesh, texture: np.ndarray) -> tuple[float, float]:
+def texel_error(
+    uv_mesh: UVMesh, texture: np.ndarray, channels: tuple[int, ...] = (2, 1)
+) -> tuple[float, float]:
     """(mean, max) |texture - field material| in uint8 levels over texels whose centre lies in
-    a face, both channels (G roughness, B metallic)."""
+    a face; `channels`: the texture's channels holding (metallic, roughness), by default both
+    (B, G), or (G,) / (0,) for the roughness alone (RGB / grey)."""
     size = texture.shape[0]
     raster = uv_raster(uv_mesh.uvs, uv_mesh.faces, size, size, conservative=False)
     rows, cols = torch.nonzero(raster.face_ids >= 0, as_tuple=True)
@@ -63,9 +71,33 @@ def texel_error(uv_mesh: UVMesh, texture: np.ndarray) -> tuple[float, float]:
     weights = raster.barycentrics[rows, cols].double()
     points = (weights[:, :, None] * uv_mesh.positions.double()[faces]).sum(1)
     expected = material_at(uv_mesh.frame.to_asset(points)).cpu() * 255
-    got = torch.from_numpy(texture).to(rows.device)[rows, cols][:, [2, 1]].double().cpu()
+    expected = expected[:, -len(channels) :]  # both, or the roughness alone
+    layers = texture.reshape(size, size, -1)
+    got = torch.from_numpy(layers).to(rows.device)[rows, cols][:, list(channels)].double().cpu()
     error = (got - expected).abs()
     return float(error.mean()), float(error.max())
+
+
+def grey_against_rgb(
+    uv_mesh: UVMesh, grey: np.ndarray, settings: PipelineSettings, repeat: int
+) -> str:
+    """The default mode's grey texture beside the RGB one it would otherwise be: bytes, median
+    encode ms, the roughness error after a decode of each."""
+    rgb = np.stack((np.zeros_like(grey), grey, np.full_like(grey, 255)), 2)
+    parts = []
+    for name, texture, channels in (("grey", grey, (0,)), ("as RGB", rgb, (1,))):
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            data, _ = encode_texture(texture, settings)
+            times.append((time.perf_counter() - start) * 1e3)
+        decoded = np.array(Image.open(io.BytesIO(data)))
+        mean, worst = texel_error(uv_mesh, decoded, channels)
+        parts.append(
+            f"{name} {len(data) / 2**10:.0f} KiB, {statistics.median(times):.1f} ms,"
+            f" error after decode mean {mean:.2f} max {worst:.1f}"
+        )
+    return "roughness texture " + "; ".join(parts)
 
 
 def measure(path: Path, settings: PipelineSettings, repeat: int) -> str:
@@ -104,9 +136,10 @@ def measure(path: Path, settings: PipelineSettings, repeat: int) -> str:
         f"{path.stem[:12]} ({len(uv_mesh.faces)} faces, grid {settings.resolution}): "
         + "; ".join(parts)
         + "; GLB MiB "
-        + ", ".join(f"{name} {len(glb) / 2**20:.2f}" for name, (_, glb) in outputs.items())
+        + ", ".join(f"{name} {len(glb) / 2**20:.3f}" for name, (_, glb) in outputs.items())
         + f"; base colour same bits: {same}; metallicRoughness error mean {mean:.2f},"
-        f" max {worst:.1f} levels"
+        f" max {worst:.1f} levels; "
+        + grey_against_rgb(uv_mesh, outputs["roughness"][0].metallic_roughness, settings, repeat)
     )
 
 

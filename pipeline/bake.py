@@ -28,7 +28,10 @@ settings.roughness. A field channel that is one uint8 level over every voxel (in
 a factor at that level / 255; where a texture is made, a channel given as a factor holds 255
 and the factor. The varying channels go through steps 1-4 beside the colour (one raster, one
 field lookup, one fill; not fitted: they only shape the light's highlight). The colour texture
-is the same bits either way.
+is the same bits either way. Where only roughness varies and metallicFactor is 0 (the default),
+the texture is one grey channel: glTF reads its value as both G and B, and B times 0 is 0, so
+it says the same with a third of the samples, and a JPEG of it has no colour components to mix
+into the roughness (measured in perf/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -229,10 +232,14 @@ def bake(mesh: UVMesh, asset: RawAsset, settings: PipelineSettings) -> TexturedM
     metallic_roughness = None
     if textured:
         metallic_levels, roughness_levels = quantise(values[..., 3:5]).unbind(2)  # [S, S] uint8
-        full = torch.full_like(metallic_levels, 255)  # a channel given by its factor
-        blue = metallic_levels if metallic is None else full
-        green = roughness_levels if roughness is None else full
-        metallic_roughness = torch.stack((torch.zeros_like(full), green, blue), 2).cpu().numpy()
+        if metallic == 0.0 and roughness is None:  # B is multiplied by 0: grey is G and B
+            metallic_roughness = roughness_levels.contiguous().cpu().numpy()
+        else:
+            full = torch.full_like(metallic_levels, 255)  # a channel given by its factor
+            blue = metallic_levels if metallic is None else full
+            green = roughness_levels if roughness is None else full
+            layers = (torch.zeros_like(full), green, blue)
+            metallic_roughness = torch.stack(layers, 2).cpu().numpy()
         metallic = 1.0 if metallic is None else metallic
         roughness = 1.0 if roughness is None else roughness
     base_color = quantise(texture).cpu().numpy()

@@ -3,7 +3,8 @@
 The file holds exactly what the judge accepts (SPEC.md §3): one scene, one node without a
 transform, one mesh with one triangle primitive (POSITION, NORMAL, TEXCOORD_0, indices) and
 one opaque material whose base colour is one RGB image stored inside the GLB, with explicit
-metallic and roughness factors and, when the mesh has one, a metallicRoughness image. Layout
+metallic and roughness factors and, when the mesh has one, a metallicRoughness image (RGB, or
+one grey channel that glTF reads as G and B alike). Layout
 (glTF 2.0.1 §4 "GLB File Format Specification"):
 
   header   magic "glTF", version 2, total length                       (3 x uint32)
@@ -65,13 +66,15 @@ FALLBACK_NORMAL = (0.0, 0.0, 1.0)
 
 
 def encode_texture(image: np.ndarray, settings: PipelineSettings) -> tuple[bytes, str]:
-    """image: [H, W, 3] uint8, row 0 at the top -> (encoded bytes, MIME type).
+    """image: [H, W, 3] uint8 RGB or [H, W] uint8 grey, row 0 at the top -> (encoded bytes,
+    MIME type).
 
     Deterministic: baseline JPEG with 4:4:4 chroma (no subsampling blur across chart
-    borders) at settings.jpeg_quality, or PNG at PNG_COMPRESS_LEVEL; no metadata either way.
-    Both are encoded in strips of rows on threads (pipeline/jpeg.py, pipeline/png.py).
+    borders; one component for grey) at settings.jpeg_quality, or PNG at PNG_COMPRESS_LEVEL;
+    no metadata either way. Both are encoded in strips of rows on threads (pipeline/jpeg.py,
+    pipeline/png.py).
     """
-    pixels = _checked_image("texture", image)
+    pixels = _checked_image("texture", image, grey=True)
     if settings.texture_format == "png":
         return encode_png(pixels, PNG_COMPRESS_LEVEL), "image/png"
     if settings.texture_format == "jpeg":
@@ -86,7 +89,7 @@ def write_glb(mesh: TexturedMesh, settings: PipelineSettings) -> GlbParts:
     positions, normals, uvs, faces = _checked_geometry(mesh)
     images = [_checked_image("base_color", mesh.base_color)]
     if mesh.metallic_roughness is not None:
-        images.append(_checked_image("metallic_roughness", mesh.metallic_roughness))
+        images.append(_checked_image("metallic_roughness", mesh.metallic_roughness, grey=True))
     factors = _checked_factors(mesh)
     mark("glb.check")
     # 2. Encode the textures; the indices shrink to uint16 when every index fits.
@@ -246,19 +249,22 @@ def _checked_factors(mesh: TexturedMesh) -> tuple[float, float]:
     return factors
 
 
-def _checked_image(name: str, image: np.ndarray) -> np.ndarray:
-    """image: [H, W, 3] uint8 (or an integer dtype holding 0..255) -> contiguous uint8."""
+def _checked_image(name: str, image: np.ndarray, grey: bool = False) -> np.ndarray:
+    """image: [H, W, 3] uint8 (or an integer dtype holding 0..255), with `grey` [H, W] too ->
+    contiguous uint8."""
     pixels = np.asarray(image)
-    shape_ok = pixels.ndim == 3 and pixels.shape[2] == 3 and 0 not in pixels.shape
+    layout = "[H, W, 3] uint8 RGB or [H, W] uint8 grey" if grey else "[H, W, 3] uint8 RGB"
+    rgb = pixels.ndim == 3 and pixels.shape[2] == 3
+    shape_ok = (rgb or (grey and pixels.ndim == 2)) and 0 not in pixels.shape
     if not shape_ok or pixels.dtype.kind not in "iu":
         raise ValueError(
-            f"{name} must be an [H, W, 3] uint8 RGB array with H, W >= 1; "
+            f"{name} must be an {layout} array with H, W >= 1; "
             f"got shape {pixels.shape} dtype {pixels.dtype}"
         )
     if pixels.dtype != np.uint8:
         if pixels.min() < 0 or pixels.max() > 255:
             raise ValueError(
-                f"{name} must be an [H, W, 3] uint8 array; {pixels.dtype} "
+                f"{name} must be an {layout} array; {pixels.dtype} "
                 "values outside 0..255 cannot be converted"
             )
         pixels = pixels.astype(np.uint8)

@@ -39,7 +39,7 @@ log = logging.getLogger("pipeline.jpeg")
 # Rows per strip: a multiple of the 8-row MCU of 4:4:4. A 2048² texture is 8 strips, and
 # each strip's interval (32 MCU rows of 256) stays far below DRI's 16-bit limit.
 STRIP_ROWS = 256
-MCU_SIZE = 8  # 4:4:4: every component sampled 1×1, one 8×8 block each per MCU
+MCU_SIZE = 8  # 4:4:4: every component sampled 1×1, one 8×8 block each per MCU (grey: one)
 MAX_INTERVAL = 0xFFFF  # DRI's restart interval is a 16-bit count of MCUs
 
 SOI, EOI = b"\xff\xd8", b"\xff\xd9"
@@ -48,14 +48,16 @@ RST0 = 0xD0
 
 
 def _encode_one(pixels: np.ndarray, quality: int) -> bytes:
-    """[H, W, 3] uint8 RGB -> one baseline 4:4:4 JPEG with standard Huffman tables."""
+    """[H, W, 3] uint8 RGB -> one baseline 4:4:4 JPEG with standard Huffman tables; [H, W]
+    uint8 -> one grey (one-component) baseline JPEG."""
     params = [
         cv2.IMWRITE_JPEG_QUALITY, quality,
         cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
         cv2.IMWRITE_JPEG_OPTIMIZE, 0,  # per-image Huffman tables would differ between strips
         cv2.IMWRITE_JPEG_PROGRESSIVE, 0,
     ]  # fmt: skip
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), params)
+    ordered = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".jpg", ordered, params)
     if not ok:
         raise RuntimeError(f"OpenCV could not encode a {pixels.shape} image as JPEG")
     return encoded.tobytes()
@@ -109,9 +111,10 @@ def _joined(strips: list[bytes], height: int, interval: int) -> bytes:
 
 
 def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
-    """[H, W, 3] uint8 RGB, C-contiguous -> baseline JPEG, 4:4:4, standard Huffman tables, no
-    metadata: strips of STRIP_ROWS rows encoded in parallel and joined by restart markers
-    (module docstring). Deterministic: the same pixels give the same bytes on any host."""
+    """[H, W, 3] uint8 RGB or [H, W] uint8 grey, C-contiguous -> baseline JPEG (4:4:4, or one
+    component), standard Huffman tables, no metadata: strips of STRIP_ROWS rows encoded in
+    parallel and joined by restart markers (module docstring). Deterministic: the same pixels
+    give the same bytes on any host."""
     height, width = pixels.shape[:2]
     mcus_per_row = -(-width // MCU_SIZE)
     rows = min(STRIP_ROWS // MCU_SIZE, MAX_INTERVAL // mcus_per_row) * MCU_SIZE

@@ -30,7 +30,8 @@ __all__ = ["STRIP_ROWS", "adler32_combine", "encode_png"]
 STRIP_ROWS = 256
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FILTER_UP = 2
-BIT_DEPTH, COLOUR_RGB = 8, 2  # IHDR: 8 bits a sample, truecolour; deflate, adaptive, no interlace
+# IHDR: 8 bits a sample, greyscale or truecolour; deflate, adaptive filters, no interlace.
+BIT_DEPTH, COLOUR_GREY, COLOUR_RGB = 8, 0, 2
 ADLER_BASE = 65521  # the largest prime below 2**16
 
 
@@ -81,9 +82,10 @@ def _strip(
 
 
 def encode_png(pixels: np.ndarray, level: int) -> bytes:
-    """[H, W, 3] uint8 RGB, C-contiguous -> PNG (8-bit truecolour, no metadata), every row
-    Up-filtered, the zlib stream deflated at `level` in strips of STRIP_ROWS rows on threads
-    (module docstring). Deterministic for one zlib build."""
+    """[H, W, 3] uint8 RGB or [H, W] uint8 grey, C-contiguous -> PNG (8-bit truecolour or
+    greyscale, no metadata), every row Up-filtered, the zlib stream deflated at `level` in
+    strips of STRIP_ROWS rows on threads (module docstring). Deterministic for one zlib
+    build."""
     height, width = pixels.shape[:2]
     tops = range(0, height, STRIP_ROWS)
 
@@ -96,5 +98,6 @@ def encode_png(pixels: np.ndarray, level: int) -> bytes:
     for _, adler, length in strips:
         checksum = adler32_combine(checksum, adler, length)
     stream = _zlib_header(level) + b"".join(s for s, _, _ in strips) + struct.pack(">I", checksum)
-    header = struct.pack(">IIBBBBB", width, height, BIT_DEPTH, COLOUR_RGB, 0, 0, 0)
+    colour = COLOUR_GREY if pixels.ndim == 2 else COLOUR_RGB
+    header = struct.pack(">IIBBBBB", width, height, BIT_DEPTH, colour, 0, 0, 0)
     return SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", stream) + _chunk(b"IEND", b"")

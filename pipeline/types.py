@@ -115,7 +115,8 @@ class TexturedMesh:
     metallic: float  # glTF metallicFactor
     roughness: float  # glTF roughnessFactor
     # [H, W, 3] uint8 as glTF reads it: G roughness, B metallic (R unused, 0), times the
-    # factors; None: the factors alone.
+    # factors; or [H, W] uint8, one grey channel that glTF reads as both G and B; None: the
+    # factors alone.
     metallic_roughness: np.ndarray | None = None
 
 

@@ -27,3 +27,9 @@ def test_material_bake_reports_same_colour_bits_and_a_close_texture() -> None:
     # The texture holds the field's trilinear blend of voxel centres: within the function's
     # change over a voxel (~0.2 of the range at 64) of it, and uint8 rounding.
     assert error is not None and float(error[1]) < 3 and float(error[2]) < 0.25 * 255
+    # The default mode's texture is one grey channel: fewer bytes than the same values as RGB.
+    forms = re.search(r"grey (\d+) KiB, [\d.]+ ms, error after decode mean ([\d.]+) max "
+                      r"[\d.]+; as RGB (\d+) KiB, [\d.]+ ms, error after decode mean ([\d.]+)",
+                      line)  # fmt: skip
+    assert forms is not None and int(forms[1]) < int(forms[3])
+    assert float(forms[2]) < 3 and float(forms[4]) < 3

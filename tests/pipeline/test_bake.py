@@ -366,10 +366,15 @@ def test_a_uniform_field_material_is_written_as_factors_without_a_texture(
 def assert_holds_the_field_material(
     texture: np.ndarray, uv_mesh: UVMesh, channels: dict[int, int]
 ) -> None:
-    """texture's channels (glTF's: 1 G, 2 B) hold material_of's channels (0 metallic, 1
-    roughness) at the centres of texels inside faces."""
-    assert texture.shape == (TEXTURE_SIZE, TEXTURE_SIZE, 3) and texture.dtype == np.uint8
-    assert texture.flags.c_contiguous and not texture[..., 0].any()  # R unused
+    """texture's channels (glTF's: 1 G, 2 B; a grey texture's one: 0) hold material_of's
+    channels (0 metallic, 1 roughness) at the centres of texels inside faces."""
+    assert texture.dtype == np.uint8 and texture.flags.c_contiguous
+    if texture.ndim == 2:  # grey: glTF reads it as G and B alike
+        assert texture.shape == (TEXTURE_SIZE, TEXTURE_SIZE)
+        texture = texture[..., None]
+    else:
+        assert texture.shape == (TEXTURE_SIZE, TEXTURE_SIZE, 3)
+        assert not texture[..., 0].any()  # R unused
     rows, cols, points = texel_points(uv_mesh, TEXTURE_SIZE)
     expected = material_of(points)
     got = torch.from_numpy(texture).double()[rows, cols] / 255
@@ -400,6 +405,11 @@ def test_by_default_the_field_gives_the_roughness_and_the_setting_the_metallic()
     assert_holds_the_field_material(texture, uv_mesh, {1: 1})
     assert (texture[..., 2] == 255).all()  # metallic: 255 x the factor 0.3
     np.testing.assert_array_equal(textured.base_color, plain.base_color)
+    # With metallic 0 (the default) B is multiplied by 0: one grey channel, the roughness.
+    textured = bake(uv_mesh, varying(asset), settings())
+    assert (textured.metallic, textured.roughness) == (0.0, 1.0)
+    assert_holds_the_field_material(textured.metallic_roughness, uv_mesh, {0: 1})
+    np.testing.assert_array_equal(textured.base_color, plain.base_color)
     # A varying metallic alone makes no texture here: the setting gives it.
     count = len(asset.attrs)
     ramp = torch.stack((torch.linspace(0, 1, count), torch.full((count,), 0.5)), 1)
@@ -421,6 +431,24 @@ def test_a_uniform_channel_beside_a_varying_one_is_its_factor_times_255() -> Non
     assert (textured.metallic, textured.roughness) == (13 / 255, 1.0)
     assert (textured.metallic_roughness[..., 2] == 255).all()
     assert_holds_the_field_material(textured.metallic_roughness, uv_mesh, {1: 1})
+
+
+@pytest.mark.parametrize("material", ["roughness", "field"])
+def test_a_varying_roughness_beside_metallic_0_is_one_grey_channel(material: str) -> None:
+    """glTF reads a grey image's value as G and B; B times metallicFactor 0 is 0."""
+    asset, uv_mesh, _ = baked("ring")
+    points = (asset.coords.double() + 0.5) / asset.resolution - 0.5
+    material_values = material_of(points)
+    material_values[:, 0] = 0.0  # metallic 0 everywhere: MATERIAL=field's factor 0 too
+    grey = bake(uv_mesh, with_material(asset, material_values), settings(material=material))
+    assert (grey.metallic, grey.roughness) == (0.0, 1.0)
+    assert_holds_the_field_material(grey.metallic_roughness, uv_mesh, {0: 1})
+    # A metallic factor above 0 keeps the RGB texture, the same roughness in its G.
+    config = settings(material="roughness", metallic=0.5)
+    rgb = bake(uv_mesh, with_material(asset, material_values), config)
+    assert (rgb.metallic, rgb.roughness) == (0.5, 1.0)
+    assert (rgb.metallic_roughness[..., 2] == 255).all()
+    np.testing.assert_array_equal(rgb.metallic_roughness[..., 1], grey.metallic_roughness)
 
 
 def test_the_metallic_roughness_texture_fills_its_gutters_from_the_nearest_covered_texel() -> None:

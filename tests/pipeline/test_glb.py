@@ -134,10 +134,18 @@ def with_material_texture(mesh: TexturedMesh) -> TexturedMesh:
     return dataclasses.replace(mesh, metallic=1.0, roughness=1.0, metallic_roughness=texture)
 
 
+def with_grey_material_texture(mesh: TexturedMesh) -> TexturedMesh:
+    """The mesh with a grey metallicRoughness texture (roughness; glTF reads it as G and B) and
+    metallicFactor 0, as the bake writes a varying roughness beside metallic 0."""
+    texture = np.ascontiguousarray(smooth_texture(24, 40, seed=8)[..., 1])
+    return dataclasses.replace(mesh, metallic=0.0, roughness=1.0, metallic_roughness=texture)
+
+
 # name -> (builder, expected index componentType)
 MESHES: dict[str, tuple[Callable[[], TexturedMesh], int]] = {
     "cube": (cube_mesh, UNSIGNED_SHORT),
     "cube-material-texture": (lambda: with_material_texture(cube_mesh()), UNSIGNED_SHORT),
+    "cube-grey-material": (lambda: with_grey_material_texture(cube_mesh()), UNSIGNED_SHORT),
     # 4001 faces: 24006 index bytes, so the image view needs 2 bytes of padding before it
     "random-uint16": (lambda: random_mesh(3001, 4001, seed=1), UNSIGNED_SHORT),
     "random-uint32": (lambda: random_mesh(70_001, 3001, seed=2), UNSIGNED_INT),
@@ -197,7 +205,8 @@ def assert_texture_matches(actual: np.ndarray, expected: np.ndarray, texture_for
 
 def write(name: str, texture_format: str) -> tuple[TexturedMesh, PipelineSettings, GlbParts]:
     mesh = MESHES[name][0]()
-    settings = settings_for(texture_format)
+    # Settings whose factors differ from the mesh's: the writer must take the mesh's.
+    settings = settings_for(texture_format, metallic=0.5 if mesh.metallic == 0.0 else 0.0)
     return mesh, settings, write_glb(mesh, settings)
 
 
@@ -362,9 +371,11 @@ def test_bytes_round_trip_through_our_reader(name: str, texture_format: str) -> 
     assert len(document["images"]) == len(textures)
     for index, texture in enumerate(textures):
         image = Image.open(io.BytesIO(image_bytes(document, binary, index)))
-        assert image.format == texture_format.upper() and image.mode == "RGB"
-        if texture_format == "jpeg":
-            assert JpegImagePlugin.get_sampling(image) == 0  # 4:4:4, no chroma subsampling
+        assert image.format == texture_format.upper()
+        assert image.mode == ("L" if texture.ndim == 2 else "RGB")
+        if texture_format == "jpeg":  # 4:4:4, no chroma subsampling; grey: one component
+            assert JpegImagePlugin.get_sampling(image) == (-1 if texture.ndim == 2 else 0)
+            assert len(image.layer) == (1 if texture.ndim == 2 else 3)
         assert_texture_matches(np.asarray(image), texture, texture_format)
 
 
@@ -524,12 +535,12 @@ BAD_INPUTS = [
     ),
     pytest.param(
         lambda mesh: dataclasses.replace(mesh, metallic_roughness=mesh.base_color[..., :2]),
-        r"metallic_roughness must be an \[H, W, 3\] uint8",
+        r"metallic_roughness must be an \[H, W, 3\] uint8 RGB or \[H, W\] uint8 grey",
         id="metallic_roughness two channels",
     ),
     pytest.param(
         lambda mesh: dataclasses.replace(mesh, metallic_roughness=mesh.base_color / 255.0),
-        r"metallic_roughness must be an \[H, W, 3\] uint8",
+        r"metallic_roughness must be an \[H, W, 3\] uint8 RGB or \[H, W\] uint8 grey",
         id="metallic_roughness float",
     ),
     pytest.param(

@@ -77,6 +77,23 @@ def test_strips_decode_to_the_pixels_of_one_encode(height: int, width: int) -> N
     assert np.array_equal(decoded(joined), decoded(whole))
 
 
+@pytest.mark.parametrize(("height", "width"), [(2048, 2048), (1000, 1003), (2600, 24)])
+def test_grey_strips_decode_to_the_pixels_of_one_grey_encode(height: int, width: int) -> None:
+    """An [H, W] image (the grey metallicRoughness texture) is one component, joined alike."""
+    pixels = np.ascontiguousarray(texture(height, width)[..., 1])
+    joined = encode_jpeg(pixels, QUALITY)
+    whole = jpeg._encode_one(pixels, QUALITY)
+    assert joined != whole
+    components = dict(segments(joined))[0xC0][5]  # SOF0: precision, height, width, count
+    assert components == 1
+    with Image.open(io.BytesIO(joined)) as image, Image.open(io.BytesIO(whole)) as one:
+        assert image.mode == "L" and np.array_equal(np.asarray(image), np.asarray(one))
+        pillow = np.asarray(image)
+    opencv = cv2.imdecode(np.frombuffer(joined, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert opencv.shape == (height, width) and np.array_equal(opencv, pillow)
+    assert np.abs(pillow.astype(int) - pixels).mean() < 5  # this image (noisy: ~3 levels)
+
+
 def test_the_joined_file_declares_its_size_and_restart_interval() -> None:
     height, width = 2600, 48
     data = encode_jpeg(texture(height, width), QUALITY)

@@ -55,6 +55,20 @@ def test_decoders_read_back_the_exact_pixels(height: int, width: int) -> None:
     assert np.array_equal(opencv[:, :, ::-1], pixels)
 
 
+@pytest.mark.parametrize(("height", "width"), [(1000, 1003), (STRIP_ROWS + 1, 40), (1, 5)])
+def test_a_grey_image_is_an_8_bit_greyscale_png_of_the_exact_pixels(
+    height: int, width: int
+) -> None:
+    pixels = np.ascontiguousarray(texture(height, width)[..., 2])
+    data = encode_png(pixels, LEVEL)
+    header = dict(chunks(data))[b"IHDR"]
+    assert struct.unpack(">IIBBBBB", header) == (width, height, 8, 0, 0, 0, 0)  # greyscale
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.mode == "L" and np.array_equal(np.asarray(image), pixels)
+    opencv = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(opencv, pixels)
+
+
 def test_one_zlib_stream_of_up_filtered_rows_with_its_checksum() -> None:
     """zlib.decompress checks the Adler-32 the strips' checksums were combined into."""
     height, width = 3 * STRIP_ROWS + 7, 33

@@ -31,6 +31,12 @@ then, with two or more methods that worked:
      elsewhere; seam PSNR alone also counts where the seams lie (creases, where colour changes).
      seam_cost_pixels: the pixels it rests on, [beside its seams only, beside neither's]; a
      few thousand make it noisy (prompt 1 at the 1024 grid: 1820 beside neither).
+And for a mesh file with a texture:
+  8. source_limited_faces and source_limited_pixels: the faces whose own texture gives them
+     more texels per unit area than the baked texture could give every face
+     (perf/quality_metrics.py), and their pixels; resolvable_psnr_db and
+     resolvable_seam_psnr_db: psnr_db and seam_psnr_db over the other pixels, where a layout's
+     losses are its own.
 Times are wall milliseconds with the device synchronised before and after the timed call, and
 nothing else inside it. The JSON holds one record per (input, method) and the device, torch
 version, date and commit (COMMIT in the environment, else git).
@@ -60,6 +66,7 @@ from perf.bench import sync
 from perf.flat_render import VIEW_SIZE, render_views
 from perf.quality_inputs import QualityInput, expand_inputs, load_input
 from perf.quality_metrics import (
+    face_pixels,
     fidelity_of,
     margin_share,
     overlap_texels,
@@ -68,6 +75,7 @@ from perf.quality_metrics import (
     reference_colours,
     seam_cost_db,
     seam_pixels,
+    source_limited_faces,
     utilisation,
     uv_charts,
 )
@@ -212,6 +220,11 @@ def measure_input(
         records.append(record)
         measured.append(pixels)
     add_seam_costs(records, measured)
+    if item.source_texels is not None:
+        limited = source_limited_faces(
+            item.mesh.positions, item.mesh.faces, item.source_texels, settings.texture_size
+        )
+        add_resolvable(records, measured, limited, face_pixels(views, limited))
     for record in records:
         log.info("%s", record)
     return records
@@ -230,6 +243,23 @@ def add_seam_costs(records: list[dict[str, Any]], measured: list[Pixels | None])
             record.setdefault("seam_cost_db", {})[other["method"]] = cost
             counts = [int(own.sum()), int(neither.sum())]
             record.setdefault("seam_cost_pixels", {})[other["method"]] = counts
+
+
+def add_resolvable(
+    records: list[dict[str, Any]],
+    measured: list[Pixels | None],
+    limited_faces: torch.Tensor,
+    limited_pixels: torch.Tensor,
+) -> None:
+    """Step 8: the source-limited faces' and pixels' counts into every record, and into each
+    of a method that worked its PSNR and seam PSNR over the other pixels."""
+    for record, pixels in zip(records, measured, strict=True):
+        record["source_limited_faces"] = int(limited_faces.sum())
+        record["source_limited_pixels"] = int(limited_pixels.sum())
+        if pixels is not None:
+            rest = fidelity_of(pixels.errors[~limited_pixels], pixels.seams[~limited_pixels])
+            record["resolvable_psnr_db"] = rest.psnr_db
+            record["resolvable_seam_psnr_db"] = rest.seam_psnr_db
 
 
 def _cell(value: Any, digits: int = 1) -> str:
@@ -259,6 +289,9 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
         ("interior PSNR dB", "interior_psnr_db", 2),
         ("seam px", "seam_pixels", 0),
         ("seam cost dB", "seam_cost_db", 2),
+        ("source-limited px", "source_limited_pixels", 0),
+        ("resolvable PSNR dB", "resolvable_psnr_db", 2),
+        ("resolvable seam PSNR dB", "resolvable_seam_psnr_db", 2),
         ("atlas ms", "atlas_ms", 1),
         ("bake ms", "bake_ms", 1),
     )

@@ -11,7 +11,8 @@ An input is named on the command line as
   into the unit cube (Y up), smooth normals. Colour per face from its material: the base colour
   texture at the file's own corner UVs (bilinear, GL_REPEAT) times baseColorFactor, as glTF
   defines it; the factor alone where there is no texture; `procedural_colour` where the file
-  has no colour at all;
+  has no colour at all; and per face the texels of its texture that its UVs cover
+  (`source_texels`, for perf/quality_metrics.py's `source_limited_faces`);
 - `synthetic:FACES`: perf/synthetic.py's TRELLIS-like mesh with `procedural_colour`.
 Every colour source takes the face ids of the returned mesh, whose order the atlas keeps.
 """
@@ -53,6 +54,10 @@ class QualityInput:
     kind: str  # "prompt", "mesh" or "synthetic"
     mesh: Mesh
     colour: ColourSource  # takes the face ids of `mesh`
+    # A mesh file's faces: how many texels of its base colour texture each one's UVs cover
+    # (0 without one) [F] float64 on the mesh's device. None where the colour is a field with
+    # no texel grid.
+    source_texels: torch.Tensor | None = None
 
 
 def expand_inputs(specs: list[str]) -> list[str]:
@@ -133,13 +138,25 @@ def load_mesh_file(path: Path, device: torch.device) -> QualityInput:
         slots.append(np.full(len(part_faces), slot))
         offset += len(part.vertices)
     mesh, source_face = _weld_and_fit(np.concatenate(positions), np.concatenate(faces), device)
-    colour = _material_colour(
-        materials,
-        np.concatenate(slots)[source_face],
-        np.concatenate(corner_uvs)[source_face],
-        device,
+    slot = np.concatenate(slots)[source_face]
+    uvs = np.concatenate(corner_uvs)[source_face]
+    colour = _material_colour(materials, slot, uvs, device)
+    texels = _source_texels(materials, slot, uvs).to(device)
+    return QualityInput(path.name, "mesh", mesh, colour, texels)
+
+
+def _source_texels(
+    materials: list[_Material], slot: np.ndarray, corner_uvs: np.ndarray
+) -> torch.Tensor:
+    """Per face, the texels of its material's texture that its corner UVs [F, 3, 2] cover
+    (0 where the material has none) -> [F] float64 on the CPU."""
+    side_a, side_b = corner_uvs[:, 1] - corner_uvs[:, 0], corner_uvs[:, 2] - corner_uvs[:, 0]
+    uv_area = np.abs(side_a[:, 0] * side_b[:, 1] - side_a[:, 1] * side_b[:, 0]) / 2
+    texels = np.array(
+        [0 if m.texture is None else m.texture.shape[0] * m.texture.shape[1] for m in materials],
+        np.float64,
     )
-    return QualityInput(path.name, "mesh", mesh, colour)
+    return torch.from_numpy(uv_area * texels[slot])
 
 
 def _weld_and_fit(

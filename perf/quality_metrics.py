@@ -32,6 +32,11 @@
   where the content is hardest (charts are cut at creases, where colour changes too). Two
   layouts of one mesh rendered over the same pixels can: the first's error over the second's
   beside the first's seams only, less that ratio beside neither's seams.
+- `source_limited_faces`: a re-baked textured mesh (Duck) may carry more detail on some faces
+  than the new texture can hold wherever its charts go: its author gave them more texels per
+  unit of surface than `size`^2 spread over the whole surface, the most any atlas that keeps
+  the surface's proportions can give every face at once (ours and xatlas both do). Their pixels
+  (`face_pixels`) are reported apart, so a layout's own losses show beside the source's.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from pipeline.face_graph import components, rank_by_first
 
 __all__ = [
     "Fidelity",
+    "face_pixels",
     "fidelity",
     "fidelity_of",
     "margin_share",
@@ -60,6 +66,7 @@ __all__ = [
     "seam_cost_db",
     "seam_mask",
     "seam_pixels",
+    "source_limited_faces",
     "utilisation",
     "uv_charts",
 ]
@@ -289,3 +296,24 @@ def seam_cost_db(
     own_ratio = float(sums[0]) / float(sums[1])  # this layout's MSE over the other's, own seams
     neither_ratio = float(sums[2]) / float(sums[3])
     return 10 * math.log10(own_ratio / neither_ratio)
+
+
+def source_limited_faces(
+    positions: torch.Tensor, faces: torch.Tensor, source_texels: torch.Tensor, size: int
+) -> torch.Tensor:
+    """positions [V, 3], faces [F, 3], source_texels [F] (the texels of its source texture each
+    face's source UVs cover) and the baked texture's side -> [F] bool: the faces whose source
+    has more texels per unit area than size^2 over the mesh's whole surface area."""
+    corners = positions.double()[faces.long()]
+    area = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    area = area.norm(dim=1) / 2
+    total = float(area.sum())
+    if total == 0:
+        return torch.zeros(len(faces), dtype=torch.bool, device=faces.device)
+    return source_texels.double() > area * (size * size / total)
+
+
+def face_pixels(views: list[View], chosen: torch.Tensor) -> torch.Tensor:
+    """chosen [F] bool -> [P] bool: the views' foreground pixels on chosen faces, in
+    `pixel_errors`' order."""
+    return torch.cat([chosen[view.face_ids[view.foreground]] for view in views])

@@ -26,7 +26,7 @@ from perf.flat_render import (
     render_view,
     render_views,
 )
-from perf.quality_inputs import QualityInput, load_input
+from perf.quality_inputs import QualityInput, load_input, load_mesh_file
 from perf.quality_metrics import (
     fidelity,
     margin_share,
@@ -37,6 +37,7 @@ from perf.quality_metrics import (
     sample_bilinear,
     seam_cost_db,
     seam_pixels,
+    source_limited_faces,
     utilisation,
     uv_charts,
 )
@@ -413,6 +414,8 @@ def test_one_method_reports_no_seam_cost() -> None:
     (record,) = quality.measure_input(item, ["charts"], small_settings(), 32, repeat=1)
     assert record["atlas_ok"]
     assert "seam_cost_db" not in record and "seam_cost_pixels" not in record
+    # A field's colour has no texels of its own: nothing is source-limited.
+    assert item.source_texels is None and "source_limited_pixels" not in record
 
 
 def test_an_xatlas_fallback_is_reported_as_failed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -429,6 +432,73 @@ def test_an_xatlas_fallback_is_reported_as_failed(monkeypatch: pytest.MonkeyPatc
     assert pixels is None
     assert record["atlas_ok"] is False and record["atlas_runs"] == 1
     assert "psnr_db" not in record and "overlap_texels" not in record
+
+
+def test_source_limited_faces_against_a_whole_texture_spread_evenly() -> None:
+    # Two triangles of area 1/2: a 4 x 4 texture spread over both gives each 8 texels.
+    positions = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    faces = torch.tensor([[0, 1, 2], [1, 3, 2]])
+    source = torch.tensor([8.0, 8.001], dtype=torch.float64)
+    assert source_limited_faces(positions, faces, source, 4).tolist() == [False, True]
+    assert source_limited_faces(positions, faces, source, 8).tolist() == [False, False]
+    flat = torch.zeros_like(positions)  # no area at all: nothing to compare with
+    assert not source_limited_faces(flat, faces, source, 4).any()
+
+
+def dense_front_cube(path) -> None:
+    """A unit cube GLB whose +Z side maps over most of a 256² one-texel checker and whose other
+    sides map into a few texels of one flat colour."""
+    from PIL import Image
+
+    box = trimesh.creation.box((1.0, 1.0, 1.0))
+    box.unmerge_vertices()
+    corners = box.vertices[box.faces]  # [F, 3, 3]
+    front = box.face_normals[:, 2] > 0.9
+    uv = np.empty((len(box.faces), 3, 2))
+    uv[front] = 0.05 + 0.85 * (corners[front][..., :2] + 0.5)
+    side = np.argmax(np.abs(box.face_normals[~front]), axis=1)
+    plane = np.stack([np.delete(c, a, axis=1) for c, a in zip(corners[~front], side, strict=True)])
+    uv[~front] = 0.97 + 0.02 * (plane + 0.5)
+    texels = np.indices((256, 256)).sum(0) % 2 * 255
+    image = np.stack([texels] * 3, axis=-1).astype(np.uint8)
+    image[240:, :] = image[:, 240:] = (200, 80, 40)
+    visual = trimesh.visual.TextureVisuals(uv=uv.reshape(-1, 2), image=Image.fromarray(image))
+    box.visual = visual
+    box.export(str(path))
+
+
+def test_a_source_denser_than_the_texture_is_reported_apart(tmp_path) -> None:
+    path = tmp_path / "dense_front.glb"
+    dense_front_cube(path)
+    item = load_mesh_file(path, torch.device("cpu"))
+    settings = dataclasses.replace(small_settings(), texture_size=64)
+    (record,) = quality.measure_input(item, ["charts"], settings, 64, repeat=1)
+    # The +Z side (two triangles) holds ~20k source texels each; 64² spread over the cube
+    # gives each triangle ~340: those two are limited, the flat sides (~13 texels) are not.
+    assert record["source_limited_faces"] == 2 == int((item.source_texels > 1000).sum())
+    assert 0 < record["source_limited_pixels"] < record["foreground_pixels"]
+    # The checker cannot survive a 64² bake; the flat sides can (this CPU, 2026-11-24: 27.1
+    # and 27.6 dB over all pixels and the seams', 163.0 and 162.3 without the +Z side's).
+    assert record["psnr_db"] < 35 and record["seam_psnr_db"] < 35
+    assert record["resolvable_psnr_db"] > 60 and record["resolvable_seam_psnr_db"] > 60
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_source_limited_pixels_are_the_same_on_cuda(tmp_path) -> None:
+    path = tmp_path / "dense_front.glb"
+    dense_front_cube(path)
+    settings = dataclasses.replace(small_settings(), texture_size=64)
+    records = []
+    for device in ("cpu", "cuda"):
+        item = load_mesh_file(path, torch.device(device))
+        assert item.source_texels.device == item.mesh.positions.device
+        on = dataclasses.replace(settings, device=device)
+        (record,) = quality.measure_input(item, ["charts"], on, 64, repeat=1)
+        records.append(record)
+    keys = ("source_limited_faces", "source_limited_pixels", "foreground_pixels")
+    assert [records[0][k] for k in keys] == [records[1][k] for k in keys]
+    assert records[1]["resolvable_psnr_db"] > 60
 
 
 def test_command_line(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from kernels.vertex_normals import vertex_normals
-from perf.quality_metrics import sample_bilinear
+from perf.quality_metrics import sample_bilinear, uv_areas
 from perf.synthetic import FIT_SIDE, procedural_colour, synthetic_mesh
 from pipeline.bake import ColourSource, field_colour
 from pipeline.decode import decode_image
@@ -150,13 +150,11 @@ def _source_texels(
 ) -> torch.Tensor:
     """Per face, the texels of its material's texture that its corner UVs [F, 3, 2] cover
     (0 where the material has none) -> [F] float64 on the CPU."""
-    side_a, side_b = corner_uvs[:, 1] - corner_uvs[:, 0], corner_uvs[:, 2] - corner_uvs[:, 0]
-    uv_area = np.abs(side_a[:, 0] * side_b[:, 1] - side_a[:, 1] * side_b[:, 0]) / 2
     texels = np.array(
         [0 if m.texture is None else m.texture.shape[0] * m.texture.shape[1] for m in materials],
         np.float64,
     )
-    return torch.from_numpy(uv_area * texels[slot])
+    return uv_areas(torch.from_numpy(corner_uvs)) * torch.from_numpy(texels[slot])
 
 
 def _weld_and_fit(

@@ -68,6 +68,7 @@ __all__ = [
     "seam_pixels",
     "source_limited_faces",
     "utilisation",
+    "uv_areas",
     "uv_charts",
 ]
 
@@ -96,11 +97,16 @@ def uv_charts(faces: torch.Tensor) -> tuple[torch.Tensor, int]:
     return rank_by_first(components(F, owner[:-1][same], owner[1:][same]))
 
 
+def uv_areas(corners: torch.Tensor) -> torch.Tensor:
+    """corners [F, 3, 2] (each face's UVs) -> [F] float64 |UV area|."""
+    corners = corners.double()
+    u, v = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
+    return 0.5 * (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]).abs()
+
+
 def utilisation(uvs: torch.Tensor, faces: torch.Tensor) -> float:
     """uvs [V, 2], faces [F, 3] -> the sum of |UV area| of the faces (float64)."""
-    corners = uvs.double()[faces.long()]  # [F, 3, 2]
-    u, v = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
-    return float((0.5 * (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]).abs()).sum())
+    return float(uv_areas(uvs[faces.long()]).sum())
 
 
 def margin_share(uvs: torch.Tensor, faces: torch.Tensor, size: int, gutter: int) -> float:

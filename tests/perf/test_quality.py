@@ -11,6 +11,7 @@ import functools
 import json
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -445,7 +446,7 @@ def test_source_limited_faces_against_a_whole_texture_spread_evenly() -> None:
     assert not source_limited_faces(flat, faces, source, 4).any()
 
 
-def dense_front_cube(path) -> None:
+def dense_front_cube(path: Path) -> None:
     """A unit cube GLB whose +Z side maps over most of a 256² one-texel checker and whose other
     sides map into a few texels of one flat colour."""
     from PIL import Image
@@ -473,7 +474,7 @@ def test_a_source_denser_than_the_texture_is_reported_apart(tmp_path) -> None:
     item = load_mesh_file(path, torch.device("cpu"))
     settings = dataclasses.replace(small_settings(), texture_size=64)
     (record,) = quality.measure_input(item, ["charts"], settings, 64, repeat=1)
-    # The +Z side (two triangles) holds ~20k source texels each; 64² spread over the cube
+    # The +Z side (two triangles) holds ~23.7k source texels each; 64² spread over the cube
     # gives each triangle ~340: those two are limited, the flat sides (~13 texels) are not.
     assert record["source_limited_faces"] == 2 == int((item.source_texels > 1000).sum())
     assert 0 < record["source_limited_pixels"] < record["foreground_pixels"]

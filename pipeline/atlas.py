@@ -233,7 +233,7 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
     u, v = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
     area = float((0.5 * (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]).abs()).sum())
     expected_scale = math.sqrt(EXPECTED_UTILISATION * size * size / max(area, 1e-12))
-    piece = tile_charts(corners, charts.chart_of_face, expected_scale, gutter)
+    piece = tile_charts(corners, charts.chart_of_face, expected_scale, gutter, size)
     count = int(piece.max()) + 1 if len(piece) else 0
     corners = _oriented(corners, piece, count)
     mark("atlas.tiles")

@@ -401,33 +401,43 @@ def grid_corners(n: int, holes: bool = False) -> tuple[np.ndarray, np.ndarray]:
 GUTTER = 4
 
 
-def tiles(corners: np.ndarray, chart: np.ndarray, scale: float) -> np.ndarray:
-    return tile_charts(torch.from_numpy(corners), torch.from_numpy(chart), scale, GUTTER).numpy()
+SIZE = 2048  # the texture's side: no chart of these tests is longer unless it asks
 
 
-def box_cost(texels: np.ndarray) -> float:
-    """The texture a group of faces takes: its bounding box (at least a texel) plus gutter."""
+def tiles(corners: np.ndarray, chart: np.ndarray, scale: float, size: int = SIZE) -> np.ndarray:
+    corners_t, chart_t = torch.from_numpy(corners), torch.from_numpy(chart)
+    return tile_charts(corners_t, chart_t, scale, GUTTER, size).numpy()
+
+
+def box_cost(texels: np.ndarray, size: int = SIZE) -> float:
+    """The texture a group of faces takes: its bounding box (at least a texel) plus gutter,
+    plus OVERSIZE_PENALTY textures where that is longer than the texture's side."""
     points = texels.reshape(-1, 2)
     extent = np.maximum(points.max(0) - points.min(0), 1.0) + GUTTER
-    return float(extent[0] * extent[1])
+    penalty = charts_module.OVERSIZE_PENALTY * size * size if extent.max() > size else 0.0
+    return float(extent[0] * extent[1]) + penalty
 
 
-def least_cost(texels: np.ndarray, level: int) -> float:
+def least_cost(texels: np.ndarray, level: int, size: int = SIZE) -> float:
     """The cheapest cut of one node (its faces' texel corners) along the cells below `level`,
-    by plain recursion: keep the node whole, or cut it into its cells at the next level."""
-    whole = box_cost(texels)
+    by plain recursion: keep the node whole, or cut it into its cells at the next level. A
+    chart (level 0) longer than the texture takes its cells from its own corner."""
+    whole = box_cost(texels, size)
     if level == len(charts_module.TILE_LEVELS):
         return whole
     cell = charts_module.TILE_LEVELS[level]
-    keys = np.floor(texels.mean(1) / cell)
+    points = texels.reshape(-1, 2)
+    too_long = (np.maximum(points.max(0) - points.min(0), 1.0) + GUTTER).max() > size
+    origin = points.min(0) if level == 0 and too_long else 0.0
+    keys = np.floor((texels.mean(1) - origin) / cell)
     _, group = np.unique(keys, axis=0, return_inverse=True)
     group = group.reshape(-1)
-    cut = sum(least_cost(texels[group == g], level + 1) for g in range(group.max() + 1))
+    cut = sum(least_cost(texels[group == g], level + 1, size) for g in range(group.max() + 1))
     return min(whole, cut)
 
 
-def pieces_cost(texels: np.ndarray, piece: np.ndarray) -> float:
-    return sum(box_cost(texels[piece == p]) for p in range(piece.max() + 1))
+def pieces_cost(texels: np.ndarray, piece: np.ndarray, size: int = SIZE) -> float:
+    return sum(box_cost(texels[piece == p], size) for p in range(piece.max() + 1))
 
 
 def test_a_full_square_stays_one_piece_at_any_size() -> None:
@@ -451,6 +461,38 @@ def test_tiles_are_the_cheapest_cut_and_cut_where_it_pays() -> None:
     # The holes make cutting pay: 32 x 32-texel checkerboard squares alone need half the area.
     assert cheapest < 0.7 * whole
     assert piece.max() + 1 > 2
+
+
+def strip_corners(width: int, height: int, offset: float) -> np.ndarray:
+    """A width x height grid of unit squares (two faces each) from (offset, offset)."""
+    x, y = np.meshgrid(np.arange(width), np.arange(height))
+    a = np.stack((x, y), -1).reshape(-1, 1, 2) + offset
+    square = a + np.array([[0, 0], [1, 0], [1, 1], [0, 1]])  # [N, 4, 2]
+    return np.concatenate((square[:, [0, 1, 2]], square[:, [0, 2, 3]])).astype(np.float64)
+
+
+@pytest.mark.parametrize("offset", [0.0, -37.3])
+def test_a_chart_longer_than_the_texture_is_cut_into_tiles_that_fit_it(offset: float) -> None:
+    # A 100 x 6 strip at 16 texels a unit: 1600 x 96 texels, one chart.
+    corners = strip_corners(100, 6, offset)
+    chart = np.zeros(len(corners), np.int64)
+    scale, texels = 16.0, corners * 16.0
+    # Where the texture holds it, a full rectangle stays whole.
+    assert (tiles(corners, chart, scale, size=2048) == 0).all()
+    # In 1024 texels it cannot lie: cut along its length into tiles that fit, whole rows of
+    # the strip each (its cells start at its own corner, wherever the plane's origin is),
+    # and no more of them than the cheapest cut that fits.
+    piece = tiles(corners, chart, scale, size=1024)
+    count = piece.max() + 1
+    assert 2 <= count <= 4
+    for p in range(count):
+        points = texels[piece == p].reshape(-1, 2)
+        extent = points.max(0) - points.min(0)
+        assert extent.max() + GUTTER <= 1024
+        assert extent[1] == pytest.approx(96.0)  # the strip's full height
+    cheapest = least_cost(texels, 0, size=1024)
+    assert cheapest < charts_module.OVERSIZE_PENALTY * 1024 * 1024  # none left too long
+    assert pieces_cost(texels, piece, size=1024) == pytest.approx(cheapest, rel=1e-12)
 
 
 def test_pieces_refine_charts_and_are_numbered_by_first_face() -> None:

@@ -344,9 +344,9 @@ def _cell_keys(chart: torch.Tensor, centroid: torch.Tensor) -> torch.Tensor:
     return torch.cat((chart[None], tiles))
 
 
-def _oversize(extent: torch.Tensor, gutter: int, size: int) -> torch.Tensor:
-    """[N] bool: boxes of extent [N, 2] (texels) longer, with the gutter, than the texture."""
-    return (extent.clamp_min(1.0) + gutter).amax(1) > size
+def _grown_extent(lo: torch.Tensor, hi: torch.Tensor, gutter: int) -> torch.Tensor:
+    """Boxes lo, hi [N, 2] (texels) -> their sides, at least a texel, grown by the gutter."""
+    return (hi - lo).clamp_min(1.0) + gutter
 
 
 def tile_charts(
@@ -378,7 +378,7 @@ def tile_charts(
     by_chart = chart[:, None].expand(-1, 2)
     chart_lo = lo.new_full((F, 2), math.inf).scatter_reduce(0, by_chart, lo, "amin")
     chart_hi = hi.new_full((F, 2), -math.inf).scatter_reduce(0, by_chart, hi, "amax")
-    too_long = _oversize(chart_hi - chart_lo, gutter, size)[chart]
+    too_long = (_grown_extent(chart_lo, chart_hi, gutter).amax(1) > size)[chart]
     centroid = centroid - torch.where(too_long[:, None], chart_lo[chart], 0.0)
     levels = 1 + len(TILE_LEVELS)
     keys, node = torch.unique(_cell_keys(chart, centroid), return_inverse=True)  # node [L, F]
@@ -391,10 +391,10 @@ def tile_charts(
     box_hi = texels.new_full((len(keys), 2), -math.inf).scatter_reduce(
         0, index, hi.repeat(levels, 1), "amax"
     )
-    extent = (box_hi - box_lo).clamp_min(1.0) + gutter
+    extent = _grown_extent(box_lo, box_hi, gutter)
     cost = extent[:, 0] * extent[:, 1]  # [nodes]
-    penalty = _oversize(box_hi - box_lo, gutter, size).to(cost.dtype) * OVERSIZE_PENALTY
-    cost = cost + penalty * (size * size)
+    too_long_node = (extent.amax(1) > size).to(cost.dtype)
+    cost = cost + too_long_node * (OVERSIZE_PENALTY * size * size)
     parent = torch.empty(len(keys), dtype=torch.int64, device=chart.device)
     parent[node[1:].reshape(-1)] = node[:-1].reshape(-1)  # every face agrees
     # Bottom-up: the least cost of each node's subtree and whether it is cut.

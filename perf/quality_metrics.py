@@ -242,7 +242,8 @@ def pixel_errors(
     texture: torch.Tensor,
 ) -> torch.Tensor:
     """views and their reference colours [P, 3] (`reference_colours`), the UV mesh's uvs
-    [V', 2] and faces [F, 3] (the face ids of the views), texture [S, S, 3] uint8 -> [P] float64:
+    [V', 2] and faces [F, 3] (the face ids of the views), texture [S, S, 3] in uint8 levels
+    (uint8, or floats on the same 0-255 scale) -> [P] float64:
     each foreground pixel's squared colour error summed over the channels, the views' pixels
     one after another (row-major)."""
     errors = []

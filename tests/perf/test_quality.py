@@ -419,6 +419,31 @@ def test_one_method_reports_no_seam_cost() -> None:
     assert item.source_texels is None and "source_limited_pixels" not in record
 
 
+def test_unrounded_psnr_sees_past_the_uint8_rounding() -> None:
+    """A constant colour half a level off every uint8 level: the stored texture errs by half
+    a level everywhere (20 log10(255 / 0.5) = 54.15 dB), the float texture before rounding
+    not at all."""
+    item = loaded("synthetic")
+
+    def constant(levels: list[float]):
+        colour = torch.tensor(levels, dtype=torch.float64) / 255
+        return lambda face_ids, _bary, _points: colour.to(face_ids.device).expand(len(face_ids), 3)
+
+    def record(levels: list[float]) -> dict:
+        flat = dataclasses.replace(item, colour=constant(levels))
+        return quality.measure_input(flat, ["charts"], small_settings(), 64, repeat=1)[0]
+
+    half_off = record([100.5, 20.5, 200.5])
+    half_level_db = 20 * math.log10(255 / 0.5)
+    assert half_off["psnr_db"] == pytest.approx(half_level_db, abs=0.01)
+    assert half_off["seam_psnr_db"] == pytest.approx(half_level_db, abs=0.01)
+    assert half_off["unrounded_psnr_db"] > 100 and half_off["unrounded_seam_psnr_db"] > 100
+    # Levels the uint8 texture holds: nothing lost to the rounding either.
+    on_levels = record([100, 20, 200])
+    assert on_levels["psnr_db"] > 100 and on_levels["unrounded_psnr_db"] > 100
+    assert "unrounded PSNR / seam dB" in quality.markdown_table([half_off])
+
+
 def test_an_xatlas_fallback_is_reported_as_failed(monkeypatch: pytest.MonkeyPatch) -> None:
     """unwrap answers a failed or late xatlas with the default atlas: no numbers for it."""
     item = loaded("synthetic")

@@ -41,9 +41,9 @@ And per method that worked:
   9. unrounded_psnr_db and unrounded_seam_psnr_db: psnr_db and seam_psnr_db of the baked float
      texture before the uint8 rounding, sampled the same way: the layout's and bake's losses
      without the rounding's. Near the rounding's floor (~62.4 dB for a smooth source) the
-     rounding decides psnr_db, and it costs a denser texture more: neighbouring texels of a
-     slowly varying colour round the same way, so bilinear sampling no longer averages
-     their errors away.
+     rounding decides psnr_db, and it can cost a denser texture more: neighbouring texels of
+     a slowly varying colour round the same way, so bilinear sampling averages their errors
+     away less (perf/RESULTS.md, 2026-11-24: the sword).
 Times are wall milliseconds with the device synchronised before and after the timed call, and
 nothing else inside it. The JSON holds one record per (input, method) and the device, torch
 version, date and commit (COMMIT in the environment, else git).
@@ -188,7 +188,6 @@ def measure_method(
     record["packing_bound"] = packing_bound(record["utilisation"], record["margin_share"])
     # 5. Bake.
     fit = fit_enabled(settings, device)
-
     unrounded: list[torch.Tensor] = []  # the last run's float texture (9. below)
 
     def baked() -> torch.Tensor:

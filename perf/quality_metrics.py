@@ -94,7 +94,7 @@ def uv_charts(faces: torch.Tensor) -> tuple[torch.Tensor, int]:
     same = key[order][1:] == key[order][:-1]  # consecutive corners of one edge
     owner = order // 3  # [3F] the face of each sorted edge
     # Every face on an edge joins (pipeline.face_graph.edge_pairs only joins two-face edges).
-    return rank_by_first(components(F, owner[:-1][same], owner[1:][same]))
+    return rank_by_first(components(F, owner[:-1][same], owner[1:][same]), bound=F)
 
 
 def uv_areas(corners: torch.Tensor) -> torch.Tensor:

@@ -212,12 +212,12 @@ def _connected_groups(
     a, b = pairs
     joined = flagged[a] & flagged[b] & (piece[a] == piece[b])
     group = components(len(piece), a[joined], b[joined])  # the group's smallest face
-    return rank_by_first(torch.where(flagged, len(piece) + group, piece))
+    return rank_by_first(torch.where(flagged, len(piece) + group, piece), bound=2 * len(piece))
 
 
 def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter: int) -> Layout:
     """positions [V, 3], faces [F, 3] (one device) -> the layout of the faces in the texture."""
-    pairs = edge_pairs(faces)
+    pairs = edge_pairs(faces, len(positions))
     charts = segment_charts(positions, faces, pairs)
     mark("atlas.segment")
     # Local fold-overs are found without a texel grid; the raster below catches the rest.
@@ -233,8 +233,7 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
     u, v = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
     area = float((0.5 * (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]).abs()).sum())
     expected_scale = math.sqrt(EXPECTED_UTILISATION * size * size / max(area, 1e-12))
-    piece = tile_charts(corners, charts.chart_of_face, expected_scale, gutter, size)
-    count = int(piece.max()) + 1 if len(piece) else 0
+    piece, count = tile_charts(corners, charts.chart_of_face, expected_scale, gutter, size)
     corners = _oriented(corners, piece, count)
     mark("atlas.tiles")
     soup = torch.arange(3 * len(faces), device=faces.device).reshape(-1, 3)
@@ -251,7 +250,7 @@ def chart_atlas(positions: torch.Tensor, faces: torch.Tensor, size: int, gutter:
         lost[piece[folded]] = True
         touched = torch.nonzero(lost[piece]).squeeze(1)  # every face of those pieces
         piece, count = _connected_groups(pairs, piece, folded)
-        local, local_count = rank_by_first(piece[touched])
+        local, local_count = rank_by_first(piece[touched], bound=count)
         corners[touched] = _oriented(corners[touched], local, local_count)
         again = _folded_faces(corners[touched], local, local_count, soup[: len(touched)], *grid)
         folded = torch.zeros_like(folded)

@@ -131,7 +131,7 @@ def segment_charts(
     every = torch.arange(F, device=device)
     for _ in range(SMOOTH_ROUNDS):
         pairs = torch.cat((a * K + label[b], b * K + label[a]))
-        votes = torch.bincount(pairs, minlength=F * K).reshape(F, K)
+        votes = _counts(pairs, F * K).reshape(F, K)
         favourite = torch.argmax(votes, dim=1)
         own, best = votes[every, label], votes[every, favourite]
         move = (best > own) & (best >= 2) & (score[every, favourite] >= SMOOTH_MIN_COS)
@@ -143,7 +143,7 @@ def segment_charts(
         if not moved:
             break
         chart = components(F, *_joined(a, b, label))
-    dense, count = rank_by_first(chart)
+    dense, count = rank_by_first(chart, bound=F)  # a component's smallest face
     return Charts(dense, label, count)
 
 
@@ -168,6 +168,14 @@ def _smoothed_labels(
     every = torch.arange(F, device=normals.device)
     fits = score[every, label] >= SMOOTH_MIN_COS
     return torch.where(fits, label, torch.argmax(score, dim=1))
+
+
+def _counts(values: torch.Tensor, size: int) -> torch.Tensor:
+    """[size] int64: how often each of 0..size-1 occurs in `values`. Integer adds, where
+    `torch.bincount` on CUDA reads the values' range on the host first (a wait each call)."""
+    return torch.zeros(size, dtype=torch.int64, device=values.device).index_add_(
+        0, values, torch.ones_like(values)
+    )
 
 
 def _joined(a: torch.Tensor, b: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -199,7 +207,7 @@ def _dissolve_small(
     a, b = candidates.a, candidates.b
     if len(a) == 0:
         return label, False
-    small = torch.bincount(chart, minlength=len(chart))[chart] < SMALL_CHART_FACES
+    small = _counts(chart, len(chart))[chart] < SMALL_CHART_FACES
     across = chart[a] != chart[b]
     face, other = candidates.face, torch.cat((label[b], label[a]))
     valid = torch.cat((across & small[a], across & small[b]))
@@ -222,10 +230,10 @@ def separate(label: torch.Tensor, count: int, faces_mask: torch.Tensor) -> tuple
     A group that lost faces may now be in pieces; it stays one group, which is harmless: its
     pieces keep their relative layout, which had no overlap.
     """
-    label = label.clone()
-    flagged = torch.nonzero(faces_mask).squeeze(1)
-    label[flagged] = count + torch.arange(len(flagged), device=label.device)
-    return rank_by_first(label)
+    # The flagged faces take count, count + 1, ... in face order (a scan, not a compaction:
+    # nothing waits on the device for how many there are).
+    label = torch.where(faces_mask, count - 1 + torch.cumsum(faces_mask, 0), label)
+    return rank_by_first(label, bound=count + len(label))
 
 
 def isolate_faces(charts: Charts, faces_mask: torch.Tensor) -> Charts:
@@ -351,8 +359,9 @@ def _grown_extent(lo: torch.Tensor, hi: torch.Tensor, gutter: int) -> torch.Tens
 
 def tile_charts(
     corners: torch.Tensor, chart: torch.Tensor, texels_per_unit: float, gutter: int, size: int
-) -> torch.Tensor:
-    """[F] int64 piece per face (0..P-1 by first face): charts cut where cutting saves texture.
+) -> tuple[torch.Tensor, int]:
+    """-> ([F] int64 piece per face (0..P-1 by first face), P): charts cut where cutting saves
+    texture.
 
     corners: [F, 3, 2] projected corners (model units); texels_per_unit: the expected scale;
     gutter: texels between pieces; size: the texture's side. The nodes of the tree are the
@@ -366,7 +375,7 @@ def tile_charts(
     """
     F = len(chart)
     if F == 0:
-        return chart.clone()
+        return chart.clone(), 0
     if F >= MAX_TILED_FACES:
         raise ValueError(f"tile_charts takes fewer than {MAX_TILED_FACES} faces, not {F}")
     texels = corners * texels_per_unit
@@ -411,4 +420,4 @@ def tile_charts(
     kept = (~cut[node]).to(torch.uint8)  # [L, F]; the last level is never cut
     top = torch.argmax(kept, dim=0)  # the first maximum: the first kept level
     piece = node.gather(0, top[None])[0]
-    return rank_by_first(piece)[0]
+    return rank_by_first(piece, bound=len(keys))

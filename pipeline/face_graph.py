@@ -46,10 +46,16 @@ MAX_ROUNDS = 64
 # in random order: one program 0.17 ms against 1.53 at 4k edges, 0.55 / 1.93 at 16k, even at
 # 65k (2.09 / 2.24), 9.1 / 2.6 at 261k (perf/RESULTS.md).
 ONE_PROGRAM_MAX_EDGES = 1 << 15
+# `rank_by_first` numbers labels through a table of `bound` entries up to this many per element.
+DENSE_RANK_PER_ELEMENT = 16
 
 
-def edge_pairs(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """faces [F, 3] -> (face_a, face_b) across every edge used by exactly two faces."""
+def edge_pairs(
+    faces: torch.Tensor, vertices: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """faces [F, 3] -> (face_a, face_b) across every edge used by exactly two faces.
+
+    vertices: the vertex count when the caller knows it (no wait for the largest index)."""
     F = len(faces)
     if F == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=faces.device)
@@ -57,7 +63,7 @@ def edge_pairs(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     starts = faces.reshape(-1)
     ends = faces[:, [1, 2, 0]].reshape(-1)
     lo, hi = torch.minimum(starts, ends), torch.maximum(starts, ends)
-    key = lo * (int(faces.max()) + 1) + hi
+    key = lo * (int(faces.max()) + 1 if vertices is None else vertices) + hi
     key, order = torch.sort(key, stable=True)
     owner = torch.div(order, 3, rounding_mode="floor")
     same = key[1:] == key[:-1]
@@ -106,13 +112,26 @@ def components_scipy(n: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(smallest[found])
 
 
-def rank_by_first(label: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Renumber labels 0..C-1 in order of their first element -> (dense [n], C)."""
-    if len(label) == 0:
+def rank_by_first(label: torch.Tensor, bound: int | None = None) -> tuple[torch.Tensor, int]:
+    """Renumber labels 0..C-1 in order of their first element -> (dense [n], C).
+
+    bound: when given, every label lies in 0..bound-1. Up to DENSE_RANK_PER_ELEMENT labels an
+    element, a table of each label's first element then replaces `torch.unique`'s sort and the
+    argsort of the firsts (the atlas's small meshes are bound by launches and waits);
+    the same numbers either way, every value an integer.
+    """
+    n = len(label)
+    if n == 0:
         return label.clone(), 0
+    index = torch.arange(n, device=label.device)
+    if bound is not None and bound <= DENSE_RANK_PER_ELEMENT * n:
+        first = torch.full((bound,), n, device=label.device)
+        first_of = first.scatter_reduce(0, label, index, "amin")[label]
+        # A label's number: how many labels opened (met their first element) up to its first.
+        opened = torch.cumsum(first_of == index, 0) - 1
+        return opened[first_of], int(opened[-1]) + 1
     unique, inverse = torch.unique(label, return_inverse=True)
-    index = torch.arange(len(label), device=label.device)
-    first = torch.full((len(unique),), len(label), device=label.device)
+    first = torch.full((len(unique),), n, device=label.device)
     first = first.scatter_reduce(0, inverse, index, "amin")
     rank = torch.empty_like(first)
     rank[torch.argsort(first)] = torch.arange(len(unique), device=label.device)

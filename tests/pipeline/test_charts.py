@@ -406,7 +406,9 @@ SIZE = 2048  # the texture's side: no chart of these tests is longer unless it a
 
 def tiles(corners: np.ndarray, chart: np.ndarray, scale: float, size: int = SIZE) -> np.ndarray:
     corners_t, chart_t = torch.from_numpy(corners), torch.from_numpy(chart)
-    return tile_charts(corners_t, chart_t, scale, GUTTER, size).numpy()
+    piece, count = tile_charts(corners_t, chart_t, scale, GUTTER, size)
+    assert count == (int(piece.max()) + 1 if len(piece) else 0)
+    return piece.numpy()
 
 
 def box_cost(texels: np.ndarray, size: int = SIZE) -> float:

@@ -20,6 +20,10 @@ from pipeline.face_graph import (
 )
 from pipeline.topology import manifold_pairs
 
+DEVICES = ["cpu"]
+if torch.cuda.is_available():
+    DEVICES.append(pytest.param("cuda", marks=pytest.mark.gpu))
+
 
 def test_edge_pairs_match_manifold_pairs_with_a_fin_and_a_boundary() -> None:
     sphere = trimesh.creation.icosphere(subdivisions=2)
@@ -35,6 +39,9 @@ def test_edge_pairs_match_manifold_pairs_with_a_fin_and_a_boundary() -> None:
     assert ours == theirs
     # 480 edges of the sphere: the dropped face opens 3, the fin takes one pair away.
     assert len(ours) == len(a) == 480 - 3 - 1
+    # Told a vertex count above the largest index (no wait for it), the same pairs in order.
+    told = edge_pairs(torch.from_numpy(faces), len(sphere.vertices) + 5)
+    assert torch.equal(told[0], a) and torch.equal(told[1], b)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -110,10 +117,24 @@ def test_group_sums_of_zeros_are_zeros() -> None:
     assert torch.equal(sums, torch.zeros(4, 3, dtype=torch.float64))
 
 
-def test_rank_by_first_numbers_labels_in_order_of_appearance() -> None:
-    dense, count = rank_by_first(torch.tensor([9, 3, 9, 5, 3, 1]))
+@pytest.mark.parametrize("bound", [None, 10])
+def test_rank_by_first_numbers_labels_in_order_of_appearance(bound: int | None) -> None:
+    dense, count = rank_by_first(torch.tensor([9, 3, 9, 5, 3, 1]), bound=bound)
     assert count == 4
     assert dense.tolist() == [0, 1, 0, 2, 1, 3]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_rank_by_first_through_its_table_equals_the_sort(device: str) -> None:
+    """The bounded form (a table of first elements) numbers exactly as the unbounded one
+    (torch.unique's sort), on labels with gaps, repeats and the bound's last value."""
+    rng = np.random.default_rng(3)
+    for n, bound in [(1, 1), (50, 7), (5000, 40_000), (20_000, 20_000)]:
+        label = torch.from_numpy(rng.integers(0, bound, n)).to(device)
+        label[-1] = bound - 1
+        dense, count = rank_by_first(label, bound=bound)
+        assert torch.equal(dense, rank_by_first(label)[0])
+        assert count == len(torch.unique(label)) == int(dense.max()) + 1
 
 
 @pytest.mark.gpu

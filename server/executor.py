@@ -151,6 +151,9 @@ class _Counters:
     jobs_rejected_input: int = 0  # 4xx found by prepare (not an image, too many pixels ...)
     rejected_busy: int = 0  # queue full
     dropped_disconnected: int = 0  # client gone before its job started
+    # Client gone once its job had started: the job runs on (counted in jobs_done or its
+    # outcome's counter), its answer goes nowhere. An orchestrator's timeouts show here.
+    gone_while_running: int = 0
     fallbacks_error: int = 0  # the main generator raised (CUDA OOM included): fallback answered
     fallbacks_deadline: int = 0  # the main generator would have passed the deadline: likewise
     fallbacks_fault: int = 0  # the device had failed for good (a sticky CUDA error): likewise
@@ -705,11 +708,15 @@ class Executor:
         self._resolve(job, ClientGone("the client disconnected before its job started"))
 
     def _abandon(self, job: _Job) -> None:
-        """The handler was cancelled: take the job out of the queue if it is still there."""
+        """The handler was cancelled: take the job out of the queue if it is still there;
+        a job already started runs on, its answer going nowhere."""
         if job in self._waiting:
             self._waiting.remove(job)
             self._drop(job)
             self._fill_prefetch()
+        elif job is self._current:  # (awaiting it, the handler's cancel cancelled its future)
+            self.counters.gone_while_running += 1
+            log.info("job %d: client gone while it runs; its answer goes nowhere", job.id)
 
     def _fail(self, job: _Job, exc: Exception, stage: str) -> None:
         if isinstance(exc, ServiceError):

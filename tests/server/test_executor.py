@@ -164,6 +164,22 @@ async def test_job_of_a_gone_client_is_dropped_and_never_generated(start_executo
         assert B not in fake.data_of("prepare")
 
 
+async def test_cancelled_running_job_runs_on_and_is_counted(start_executor):
+    fake = FakePipeline(gated=("generate",))
+    executor = await start_executor(fake)
+    running = spawn(executor, A)
+    await started(fake, "generate", A)
+    running.cancel()  # its client went away while it generates
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert executor.counters.gone_while_running == 1
+    assert executor.counters.dropped_disconnected == executor.counters.jobs_done == 0
+    fake.open("generate")
+    await wait_until(lambda: executor.counters.jobs_done == 1, "it ran on")
+    assert (await asyncio.wait_for(spawn(executor, B), 5)).generation is not None
+    assert executor.counters.gone_while_running == 1
+
+
 async def test_cancelled_waiting_job_leaves_the_queue_at_once(start_executor):
     fake = FakePipeline(gated=("generate",))
     executor = await start_executor(fake, queue_size=1)

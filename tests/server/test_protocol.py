@@ -132,4 +132,5 @@ async def test_index_describes_the_service(start_app):
     assert counters["jobs_done"] == 1 and counters["jobs_rejected_input"] == 1
     assert counters["jobs_failed"] == counters["rejected_busy"] == 0
     assert counters["dropped_disconnected"] == counters["queue_length"] == 0
+    assert counters["gone_while_running"] == 0
     assert counters["last_job_s"]["generate_s"] >= 0

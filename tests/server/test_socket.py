@@ -103,3 +103,35 @@ def test_gone_client_is_dropped_by_the_transport_check_alone():
             assert fake.data_of("generate") == [png(b"1")]
 
     run_on_uvloop(scenario)
+
+
+def test_client_gone_while_its_job_runs_is_counted_and_the_next_is_served():
+    """With handler cancellation (the server's default) a client that goes away during its
+    generation cancels its handler: the job runs on, the counters say its answer went
+    nowhere, and the next request is answered."""
+
+    async def scenario() -> None:
+        fake = FakePipeline(gated=("generate",))
+        async with (
+            serving(fake, handler_cancellation=True) as (url, executor),
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+        ):
+            await wait_healthy(session, url)
+            _, port = url.rsplit(":", 1)
+            _, writer = await asyncio.open_connection("127.0.0.1", int(port))
+            writer.write(raw_generate_request(png(b"gone"), "2"))
+            await writer.drain()
+            await wait_until(lambda: fake.has_started("generate", png(b"gone")), "generating")
+            writer.close()
+            await wait_until(lambda: executor.counters.gone_while_running == 1, "counted")
+            fake.open("generate")
+            await wait_until(lambda: executor.counters.jobs_done == 1, "it ran on")
+            form = orchestrator_form(png(b"next"), "1")
+            async with session.post(f"{url}/generate", data=form) as response:
+                assert response.status == 200
+            async with session.get(f"{url}/") as response:
+                counters = (await response.json())["counters"]
+            assert (counters["jobs_done"], counters["gone_while_running"]) == (2, 1)
+            assert counters["dropped_disconnected"] == 0
+
+    run_on_uvloop(scenario)

@@ -51,6 +51,28 @@ async def wait_healthy(session: aiohttp.ClientSession, url: str) -> None:
     raise AssertionError("never healthy")
 
 
+@asynccontextmanager
+async def healthy_server(
+    fake: FakePipeline, *, handler_cancellation: bool
+) -> AsyncIterator[tuple[str, Executor, aiohttp.ClientSession]]:
+    """`serving`, with a client session, once /health says healthy."""
+    async with (
+        serving(fake, handler_cancellation=handler_cancellation) as (url, executor),
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+    ):
+        await wait_healthy(session, url)
+        yield url, executor, session
+
+
+async def send_raw(url: str, image: bytes, seed: str) -> asyncio.StreamWriter:
+    """A /generate request written on a raw connection, whose writer closes it."""
+    _, port = url.rsplit(":", 1)
+    _, writer = await asyncio.open_connection("127.0.0.1", int(port))
+    writer.write(raw_generate_request(image, seed))
+    await writer.drain()
+    return writer
+
+
 def test_generate_over_a_real_socket_on_uvloop():
     async def scenario() -> None:
         assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
@@ -78,19 +100,12 @@ def test_gone_client_is_dropped_by_the_transport_check_alone():
 
     async def scenario() -> None:
         fake = FakePipeline(gated=("generate",))
-        async with (
-            serving(fake, handler_cancellation=False) as (url, executor),
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
-        ):
-            await wait_healthy(session, url)
+        async with healthy_server(fake, handler_cancellation=False) as (url, executor, session):
             first = asyncio.create_task(
                 session.post(f"{url}/generate", data=orchestrator_form(png(b"1"), "1"))
             )
             await wait_until(lambda: fake.has_started("generate", png(b"1")), "generating")
-            _, port = url.rsplit(":", 1)
-            _, writer = await asyncio.open_connection("127.0.0.1", int(port))
-            writer.write(raw_generate_request(png(b"gone"), "2"))
-            await writer.drain()
+            writer = await send_raw(url, png(b"gone"), "2")
             await wait_until(lambda: executor.snapshot()["queue_length"] == 1, "queued")
             writer.close()
             await asyncio.sleep(0.1)
@@ -112,15 +127,8 @@ def test_client_gone_while_its_job_runs_is_counted_and_the_next_is_served():
 
     async def scenario() -> None:
         fake = FakePipeline(gated=("generate",))
-        async with (
-            serving(fake, handler_cancellation=True) as (url, executor),
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
-        ):
-            await wait_healthy(session, url)
-            _, port = url.rsplit(":", 1)
-            _, writer = await asyncio.open_connection("127.0.0.1", int(port))
-            writer.write(raw_generate_request(png(b"gone"), "2"))
-            await writer.drain()
+        async with healthy_server(fake, handler_cancellation=True) as (url, executor, session):
+            writer = await send_raw(url, png(b"gone"), "2")
             await wait_until(lambda: fake.has_started("generate", png(b"gone")), "generating")
             writer.close()
             await wait_until(lambda: executor.counters.gone_while_running == 1, "counted")

@@ -44,6 +44,12 @@ And per method that worked:
      rounding decides psnr_db, and it can cost a denser texture more: neighbouring texels of
      a slowly varying colour round the same way, so bilinear sampling averages their errors
      away less (perf/RESULTS.md, 2026-11-24: the sword).
+ 10. stored_psnr_db and stored_seam_psnr_db: psnr_db and seam_psnr_db of the texture as the GLB
+     stores it: the uint8 texture encoded as `pipeline.glb.encode_texture` encodes it
+     (TEXTURE_FORMAT, JPEG_QUALITY: by default JPEG at quality 90) and decoded again by Pillow
+     (as trimesh, which the judge loads GLBs with, decodes it); texture_format and
+     texture_bytes, what it was stored as and in how many bytes. With PNG these equal psnr_db
+     and seam_psnr_db (lossless); with JPEG its loss comes on top of the rounding's.
 Times are wall milliseconds with the device synchronised before and after the timed call, and
 nothing else inside it. The JSON holds one record per (input, method) and the device, torch
 version, date and commit (COMMIT in the environment, else git).
@@ -54,6 +60,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import io
 import json
 import logging
 import math
@@ -65,7 +72,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -89,6 +98,7 @@ from perf.quality_metrics import (
 from perf.stages import commit
 from pipeline.atlas import unwrap
 from pipeline.bake import bake_texture, fit_enabled, quantise
+from pipeline.glb import encode_texture
 from pipeline.settings import PipelineSettings, parse_overrides, settings_from_env
 from pipeline.types import UVMesh
 
@@ -100,6 +110,8 @@ __all__ = [
     "measure_input",
     "measure_method",
     "parse_methods",
+    "stored_format",
+    "stored_texture",
     "timed",
 ]
 
@@ -206,7 +218,29 @@ def measure_method(
     errors = pixel_errors(views, reference, uv_mesh.uvs, uv_mesh.faces, unrounded[0] * 255)
     before = fidelity_of(errors, pixels.seams)
     record.update(unrounded_psnr_db=before.psnr_db, unrounded_seam_psnr_db=before.seam_psnr_db)
+    # 10. The texture as the GLB stores it, decoded again.
+    stored, encoded_bytes = stored_texture(textures[-1], settings)
+    errors = pixel_errors(views, reference, uv_mesh.uvs, uv_mesh.faces, stored)
+    kept = fidelity_of(errors, pixels.seams)
+    record.update(texture_format=stored_format(settings), texture_bytes=encoded_bytes)
+    record.update(stored_psnr_db=kept.psnr_db, stored_seam_psnr_db=kept.seam_psnr_db)
     return record, pixels
+
+
+def stored_format(settings: PipelineSettings) -> str:
+    """What the GLB stores the texture as: "png", or "jpeg 90" (with its quality)."""
+    if settings.texture_format == "jpeg":
+        return f"jpeg {settings.jpeg_quality}"
+    return settings.texture_format
+
+
+def stored_texture(texture: torch.Tensor, settings: PipelineSettings) -> tuple[torch.Tensor, int]:
+    """texture: [S, S, 3] uint8 -> the same texture after the GLB's encoding (on its device)
+    and decoding by Pillow, and the encoded size in bytes."""
+    data, _ = encode_texture(texture.cpu().numpy(), settings)
+    with Image.open(io.BytesIO(data)) as image:
+        pixels = np.array(image.convert("RGB"))
+    return torch.from_numpy(pixels).to(texture.device), len(data)
 
 
 def measure_input(
@@ -290,9 +324,9 @@ def _cell(value: Any, digits: int = 1) -> str:
 
 
 def _value(record: dict[str, Any], key: str) -> Any:
-    if key != "unrounded":
+    if key not in ("unrounded", "stored"):
         return record.get(key)
-    pair = record.get("unrounded_psnr_db"), record.get("unrounded_seam_psnr_db")
+    pair = record.get(f"{key}_psnr_db"), record.get(f"{key}_seam_psnr_db")
     return None if pair[0] is None else " / ".join(_cell(v, 2) for v in pair)
 
 
@@ -315,6 +349,9 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
         ("resolvable PSNR dB", "resolvable_psnr_db", 2),
         ("resolvable seam PSNR dB", "resolvable_seam_psnr_db", 2),
         ("unrounded PSNR / seam dB", "unrounded", 2),
+        ("stored as", "texture_format", 0),
+        ("stored PSNR / seam dB", "stored", 2),
+        ("texture bytes", "texture_bytes", 0),
         ("atlas ms", "atlas_ms", 1),
         ("bake ms", "bake_ms", 1),
     )

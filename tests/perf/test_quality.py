@@ -444,6 +444,38 @@ def test_unrounded_psnr_sees_past_the_uint8_rounding() -> None:
     assert "unrounded PSNR / seam dB" in quality.markdown_table([half_off])
 
 
+def test_stored_psnr_is_the_glb_textures_after_its_encoding() -> None:
+    """PNG keeps the uint8 texture (the stored PSNRs are the rounded ones, to the bit); JPEG
+    loses more the lower its quality, and its decoded texture is what the PSNR is of."""
+    item = loaded("synthetic")
+
+    def record(**changes) -> dict:
+        settings = dataclasses.replace(small_settings(), **changes)
+        return quality.measure_input(item, ["charts"], settings, 64, repeat=1)[0]
+
+    png = record(texture_format="png")
+    assert png["texture_format"] == "png" and png["texture_bytes"] > 0
+    assert png["stored_psnr_db"] == png["psnr_db"]
+    assert png["stored_seam_psnr_db"] == png["seam_psnr_db"]
+    fine, coarse = record(jpeg_quality=95), record(jpeg_quality=20)
+    assert fine["texture_format"] == "jpeg 95" and coarse["texture_format"] == "jpeg 20"
+    assert fine["psnr_db"] == png["psnr_db"]  # the same uint8 texture before its encoding
+    assert coarse["stored_psnr_db"] < fine["stored_psnr_db"] < png["stored_psnr_db"]
+    assert coarse["stored_seam_psnr_db"] < fine["stored_seam_psnr_db"]
+    assert coarse["texture_bytes"] < fine["texture_bytes"]
+    assert "stored PSNR / seam dB" in quality.markdown_table([png, fine])
+    # The round trip itself: PNG returns the texels, JPEG near them.
+    texture = torch.randint(
+        0, 256, (32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    smooth = torch.arange(32, dtype=torch.uint8)[:, None, None].expand(32, 32, 3) * 4
+    decoded, _ = quality.stored_texture(texture, PipelineSettings(texture_format="png"))
+    assert torch.equal(decoded, texture)
+    decoded, _ = quality.stored_texture(smooth.contiguous(), PipelineSettings(jpeg_quality=90))
+    assert decoded.shape == smooth.shape and decoded.dtype == torch.uint8
+    assert (decoded.int() - smooth.int()).abs().max() <= 4
+
+
 def test_an_xatlas_fallback_is_reported_as_failed(monkeypatch: pytest.MonkeyPatch) -> None:
     """unwrap answers a failed or late xatlas with the default atlas: no numbers for it."""
     item = loaded("synthetic")

@@ -11,8 +11,11 @@ Recipe (bake):
      more than EXTRAPOLATION_LIMIT outside (slivers thinner than a texel) keep the clamped
      point. Then taken back into the generator's frame;
   3. the voxel field sampled there, trilinear over the present voxels (never black);
-  4. every other texel (gutters, empty space) takes the colour of its nearest covered texel,
-     so no background can bleed across seams, with or without mipmaps;
+  4. the texels around the coverage that bilinear sampling reads take the colour of their
+     nearest covered texel, so no background can bleed across seams; every other texel
+     (gutters, empty space; read by no sample, only by mipmaps) a smooth pull-push fill of the
+     covered colours, which JPEG codes with less ringing into the charts and fewer bytes than
+     a nearest-colour one (pipeline/texture_fill.py);
   5. with the fit on (settings.bake_fit; by default on CUDA): the colour at four points per
      texel on the surface (a centre raster at twice the size), and the texture whose
      bilinear sampling matches them best in least squares, starting from steps 1-4
@@ -43,10 +46,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from kernels.dilate import dilate
 from kernels.field_sample import field_sample
 from kernels.uv_raster import UVRaster, uv_raster
 from pipeline.settings import PipelineSettings
+from pipeline.texture_fill import fill_texture
 from pipeline.texture_fit import fit_texture
 from pipeline.types import Frame, RawAsset, TexturedMesh, UVMesh
 
@@ -128,14 +131,14 @@ def fit_enabled(settings: PipelineSettings, device: torch.device) -> bool:
 
 def bake_texture(mesh: UVMesh, size: int, colour: ColourSource, fit: bool = False) -> torch.Tensor:
     """The [size, size, 3] float32 texture in [0, 1]: every covered texel from `colour`, the
-    rest from the nearest covered texel; with `fit`, then fitted to bilinear sampling."""
+    rest filled (step 4); with `fit`, then fitted to bilinear sampling."""
     texture = centre_texture(mesh, size, colour)
     return fitted_texture(mesh, size, colour, texture) if fit else texture
 
 
 def centre_texture(mesh: UVMesh, size: int, source: ColourSource) -> torch.Tensor:
     """Steps 1-4: the [size, size, C] float32 texture in [0, 1], C the source's channels: every
-    covered texel from `source` at its (extended) centre, the rest from the nearest one."""
+    covered texel from `source` at its (extended) centre, the rest filled (step 4)."""
     # 1. Coverage.
     raster: UVRaster = mesh.raster
     if raster is None or raster.face_ids.shape != (size, size):
@@ -150,8 +153,8 @@ def centre_texture(mesh: UVMesh, size: int, source: ColourSource) -> torch.Tenso
     values = source(face, barycentrics, points).float().clamp(0, 1)  # [T, C]
     texture = values.new_zeros(size, size, values.shape[1])
     texture[covered] = values
-    # 4. Fill the rest from the nearest covered texel.
-    return dilate(texture, covered)
+    # 4. Fill the rest: the sampled ring from the nearest covered texel, the others smoothly.
+    return fill_texture(texture, covered)
 
 
 def fitted_texture(

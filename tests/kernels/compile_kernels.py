@@ -72,10 +72,11 @@ class Kernel:
         return f"{self.module}.{self.name}{suffix}"
 
 
-# dilate(texture [S, S, 3] float32, covered) in the bake, S = 2048: no keep mask, int32
-# distances (not WIDE); the first pass reads the mask as uint8, the last gathers the image.
+# dilate(texture [S, S, 3] float32, covered, keep) in the bake's fill, S = 2048: a keep mask
+# (the texels past the sampled ring), int32 distances (not WIDE); the first pass reads the mask
+# as uint8, the last gathers the image.
 _FLOOD = {"image_ptr": F32, "keep_ptr": "*u8", "H": "i32", "W": "i32", "shift": "i32"}
-_FLOOD_KEYS = {"C": 3, "HAS_KEEP": False, "WIDE": False}
+_FLOOD_KEYS = {"C": 3, "HAS_KEEP": True, "WIDE": False}
 
 
 def _flood(m: ModuleType, first: bool, last: bool) -> dict[str, Any]:
@@ -98,6 +99,11 @@ def _cover(m: ModuleType, write: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _fill() -> ModuleType:
+    """pipeline/texture_fill.py, whose constants the block relaxation is launched with."""
+    return importlib.import_module("pipeline.texture_fill")
+
+
 # field_sample of the bake's colours (C = 3 channels) at a resolution of 256 to 1024.
 _FIELD = {"points": F32, "voxel_coords": I32, "attrs": F32, "table": I32, "slot_mask": "i32"}
 
@@ -115,6 +121,18 @@ KERNELS = [
         "apply_collapses", "_faces_kernel",
         {"faces_ptr": I64, "remap_ptr": I64, "out_ptr": I64, "alive_ptr": "*i8", "F": "i32"},
         lambda m: {"BLOCK": m.BLOCK},
+    ),
+    *(
+        Kernel(
+            "block_smooth", "_relax_kernel",
+            {"values_ptr": F32, "keep_ptr": "*u8", "out_ptr": F32, "H": "i32", "W": "i32"},
+            lambda m, channels=channels: {
+                "C": channels, "ROUNDS": _fill().SMOOTH_ROUNDS, "OMEGA": _fill().OVER_RELAXATION,
+                "SIDE": m.BLOCK, "TILE_SIDE": m.TILE,
+            },
+            variant=f"C={channels}", multiples_of_16=("H", "W"),
+        )
+        for channels in (3, 5)  # the bake's colour; colour, metallic and roughness at once
     ),
     Kernel(
         "collapse_checks", "_owner_kernel",

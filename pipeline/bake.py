@@ -13,9 +13,10 @@ Recipe (bake):
   3. the voxel field sampled there, trilinear over the present voxels (never black);
   4. the texels around the coverage that bilinear sampling reads take the colour of their
      nearest covered texel, so no background can bleed across seams; every other texel
-     (gutters, empty space; read by no sample, only by mipmaps) a smooth pull-push fill of the
-     covered colours, which JPEG codes with less ringing into the charts and fewer bytes than
-     a nearest-colour one (pipeline/texture_fill.py);
+     (gutters, empty space; read by no sample, only by mipmaps) a smooth fill of the sampled
+     colours (pull-push, then each of JPEG's 8 x 8 blocks relaxed towards its harmonic fill),
+     which JPEG codes with less ringing into the charts and fewer bytes than a nearest-colour
+     one (pipeline/texture_fill.py);
   5. with the fit on (settings.bake_fit; by default on CUDA): the colour at four points per
      texel on the surface (a centre raster at twice the size), and the texture whose
      bilinear sampling matches them best in least squares, starting from steps 1-4

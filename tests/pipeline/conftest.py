@@ -37,6 +37,11 @@ PROMPTS_DIR = next(
     _REPO.parent / "shared" / "data" / "prompts",
 )
 VARIANTS = ("white", "grey", "white-jpeg", "sweep-jpeg", "cluttered")
+# Devices for the pipeline tests that run on both: "cuda" joins where a GPU is present (as
+# `pytest -m gpu`), so CPU-only machines never see a skipped CUDA case.
+DEVICES: list = ["cpu"]
+if torch.cuda.is_available():
+    DEVICES.append(pytest.param("cuda", marks=pytest.mark.gpu))
 JPEG_QUALITY = 90
 
 

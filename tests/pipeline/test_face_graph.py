@@ -19,10 +19,7 @@ from pipeline.face_graph import (
     rank_by_first,
 )
 from pipeline.topology import manifold_pairs
-
-DEVICES = ["cpu"]
-if torch.cuda.is_available():
-    DEVICES.append(pytest.param("cuda", marks=pytest.mark.gpu))
+from tests.pipeline.conftest import DEVICES
 
 
 def test_edge_pairs_match_manifold_pairs_with_a_fin_and_a_boundary() -> None:

@@ -24,10 +24,7 @@ from pipeline.texture_fill import (
     pull_push,
     sampled_texels,
 )
-
-DEVICES = ["cpu"]
-if torch.cuda.is_available():
-    DEVICES.append(pytest.param("cuda", marks=pytest.mark.gpu))
+from tests.pipeline.conftest import DEVICES
 
 
 def pull_push_reference(image: np.ndarray, filled: np.ndarray) -> np.ndarray:

@@ -43,9 +43,11 @@ __all__ = ["block_smooth", "fill_texture", "pull_push", "sampled_texels"]
 
 # JPEG's block side: pipeline/jpeg.py's strips are whole blocks from the texture's corner.
 JPEG_BLOCK = BLOCK
-# Red-black successive over-relaxation of each block's free texels (scratch scripts on this
-# 2-core CPU, flat random colours on small charts: 20 rounds at 1.7 reach the error and within
-# 10% of the bytes that 400 rounds do, from the pull-push start).
+# Red-black successive over-relaxation of each block's free texels, from the pull-push start.
+# Scratch scripts on the 2-core CI CPU, flat random colours on small square charts in four
+# layouts: 20 rounds at 1.7 came within 6% of the JPEG error of 400 rounds at 1.8, and within
+# 8% of their bytes on three layouts (38% more on the one of the largest charts); 24 for a
+# margin (the H100 measurements in perf/RESULTS.md are at 24).
 SMOOTH_ROUNDS = 24
 OVER_RELAXATION = 1.7
 # A covered texel's weight at a level is the share of its block covered, at least 4^-levels;

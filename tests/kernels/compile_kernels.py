@@ -72,11 +72,10 @@ class Kernel:
         return f"{self.module}.{self.name}{suffix}"
 
 
-# dilate(texture [S, S, 3] float32, covered, keep) in the bake's fill, S = 2048: a keep mask
-# (the texels past the sampled ring), int32 distances (not WIDE); the first pass reads the mask
-# as uint8, the last gathers the image.
+# dilate(texture [S, S, 3] float32, covered) in the bake's fill, S = 2048: no keep mask, int32
+# distances (not WIDE); the first pass reads the mask as uint8, the last gathers the image.
 _FLOOD = {"image_ptr": F32, "keep_ptr": "*u8", "H": "i32", "W": "i32", "shift": "i32"}
-_FLOOD_KEYS = {"C": 3, "HAS_KEEP": True, "WIDE": False}
+_FLOOD_KEYS = {"C": 3, "HAS_KEEP": False, "WIDE": False}
 
 
 def _flood(m: ModuleType, first: bool, last: bool) -> dict[str, Any]:

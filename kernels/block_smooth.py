@@ -14,8 +14,9 @@ Paths, chosen by device:
   two products with the tile's path matrix (1 between texels next to each other in one block,
   block-diagonal: no coupling across blocks), `tl.dot` at IEEE float32: each output sums two
   nonzero products of 1 and a texel, exactly. No atomics: the same bits every run.
-- `_relax_torch` (any device, the CPU path): the same sums as shifted slices of [M, 8, 8, C]
-  blocks, only over the blocks holding a free texel.
+- `_relax_torch` (any device, the CPU path): only the blocks holding a free texel, each
+  split into its red and black texels; a colour's neighbour sums one matrix product of the
+  other colour with the 0/1 adjacency, its step one in-place lerp.
 - `relax_blocks_reference` (numpy, float64, texel by texel): for small images.
 The paths agree to float32 rounding (Triton may fuse a multiply and an add).
 """
@@ -61,40 +62,47 @@ def relax_blocks(
     return _relax_torch(values, keep, rounds, omega)
 
 
-def _neighbour_sums(blocks: torch.Tensor) -> torch.Tensor:
-    """blocks [M, side, side, C] -> each texel's sum of its 4-way neighbours in its block:
-    (above + below) + (left + right), as the Triton path's two products add them."""
-    vertical = torch.zeros_like(blocks)
-    vertical[:, 1:] += blocks[:, :-1]
-    vertical[:, :-1] += blocks[:, 1:]
-    horizontal = torch.zeros_like(blocks)
-    horizontal[:, :, 1:] += blocks[:, :, :-1]
-    horizontal[:, :, :-1] += blocks[:, :, 1:]
-    return vertical + horizontal
+def _red_black() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(red [32], black [32]: the texel indices row * BLOCK + column of a block's two colours,
+    adjacency [32, 32] float32: 1 where black texel j is a 4-way neighbour of red texel i)."""
+    rows, cols = np.divmod(np.arange(BLOCK * BLOCK), BLOCK)
+    red = np.flatnonzero((rows + cols) % 2 == 0)
+    black = np.flatnonzero((rows + cols) % 2 == 1)
+    steps = np.abs(rows[black][:, None] - rows[red][None]) + np.abs(
+        cols[black][:, None] - cols[red][None]
+    )
+    adjacency = torch.from_numpy((steps == 1).astype(np.float32))
+    return torch.from_numpy(red), torch.from_numpy(black), adjacency
 
 
 def _relax_torch(
     values: torch.Tensor, keep: torch.Tensor, rounds: int, omega: float
 ) -> torch.Tensor:
+    """Only the blocks holding a free texel, each as its red and its black texels apart
+    ([M, C, 32] each): a colour's neighbour sums are one product of the other colour with the
+    0/1 adjacency (each output two to four nonzero products of 1 and a texel, exact), and its
+    step one in-place lerp whose weight is omega on free texels, 0 on kept ones."""
     C, H, W = values.shape
     side, rows, cols = BLOCK, H // BLOCK, W // BLOCK
-    blocks = values.reshape(C, rows, side, cols, side).permute(1, 3, 2, 4, 0)
-    blocks = blocks.reshape(rows * cols, side, side, C)
-    kept = keep.reshape(rows, side, cols, side).permute(0, 2, 1, 3).reshape(rows * cols, side, side)
-    mixed = torch.nonzero(~kept.all((1, 2))).squeeze(1)  # blocks with a free texel
-    moving, free = blocks[mixed], ~kept[mixed, :, :, None]  # [M, side, side, C], [M, ..., 1]
-    ones = torch.ones(1, side, side, 1, dtype=values.dtype, device=values.device)
-    counts = _neighbour_sums(ones)  # 2, 3 or 4
-    parity = (torch.arange(side)[:, None] + torch.arange(side)[None, :]) % 2
-    parity = parity.to(values.device)[None, :, :, None]
-    turns = [free & (parity == colour) for colour in (0, 1)]
+    kept = keep.view(rows, side, cols, side)
+    block_row, block_col = torch.nonzero(~kept.all(3).all(1)).unbind(1)  # blocks with a free texel
+    out = values.clone()
+    grid = out.view(C, rows, side, cols, side)
+    moving = grid[:, block_row, :, block_col].reshape(-1, C, side * side)  # [M, C, 64]
+    free = ~kept[block_row, :, block_col].reshape(-1, 1, side * side)  # [M, 1, 64]
+    red, black, adjacency = (t.to(values.device) for t in _red_black())
+    colours = [moving[..., red].contiguous(), moving[..., black].contiguous()]  # [M, C, 32]
+    weights = [omega * free[..., index].to(values.dtype) for index in (red, black)]
+    products = (adjacency, adjacency.T.contiguous())  # black -> red sums, red -> black
+    counts = (adjacency.sum(0), adjacency.sum(1))  # 2, 3 or 4 neighbours
+    mean = torch.empty_like(colours[0])
     for _ in range(rounds):
-        for turn in turns:
-            relaxed = moving + omega * (_neighbour_sums(moving) / counts - moving)
-            moving = torch.where(turn, relaxed, moving)
-    blocks = blocks.index_copy(0, mixed, moving)
-    blocks = blocks.reshape(rows, cols, side, side, C).permute(4, 0, 2, 1, 3)
-    return blocks.reshape(C, H, W).contiguous()
+        for turn in (0, 1):
+            torch.matmul(colours[1 - turn], products[turn], out=mean)
+            colours[turn].lerp_(mean.div_(counts[turn]), weights[turn])
+    moving[..., red], moving[..., black] = colours
+    grid[:, block_row, :, block_col] = moving.reshape(-1, C, side, side)
+    return out
 
 
 if triton is not None:

@@ -71,8 +71,9 @@ def pull_push(image: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
     while max(colour.shape[-2:]) > 1:
         levels.append((colour, weight))
         odd = (0, colour.shape[-1] % 2, 0, colour.shape[-2] % 2)  # an odd side: one zero row
-        colour = F.avg_pool2d(F.pad(colour, odd), 2)
-        weight = F.avg_pool2d(F.pad(weight, odd), 2)
+        if any(odd):
+            colour, weight = F.pad(colour, odd), F.pad(weight, odd)
+        colour, weight = F.avg_pool2d(colour, 2), F.avg_pool2d(weight, 2)
     mean = colour / weight.clamp(min=TINY_WEIGHT)
     for colour, weight in reversed(levels):
         height, width = colour.shape[-2:]
@@ -89,19 +90,17 @@ def block_smooth(image: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
     H, W, C = image.shape
     side = JPEG_BLOCK
     pad = (0, -W % side, 0, -H % side)  # a partial block: JPEG repeats the edge, as here
-    x = F.pad(image.permute(2, 0, 1)[None], pad, mode="replicate")[0]  # [C, H', W']
+    x = image.permute(2, 0, 1)  # [C, H, W], a view
+    if any(pad):
+        x = F.pad(x[None], pad, mode="replicate")[0]
     keep = F.pad(fixed, pad, value=False)
     rows, cols = x.shape[1] // side, x.shape[2] // side
-    blocks = x.reshape(C, rows, side, cols, side).permute(1, 3, 2, 4, 0)
-    blocks = blocks.reshape(rows * cols, side * side, C)
-    keep = keep.reshape(rows, side, cols, side).permute(0, 2, 1, 3).reshape(rows * cols, -1)
-    some = keep.any(1)
-    blocks = torch.where(some[:, None, None], blocks, blocks.mean(1, keepdim=True))
-    keep = keep | ~some[:, None]  # a block of no fixed texel is its mean: nothing to relax
-    blocks = blocks.reshape(rows, cols, side, side, C).permute(4, 0, 2, 1, 3)
-    keep = keep.reshape(rows, cols, side, side).permute(0, 2, 1, 3)
-    x = blocks.reshape(C, rows * side, cols * side)
-    x = relax_blocks(x, keep.reshape(rows * side, cols * side), SMOOTH_ROUNDS, OVER_RELAXATION)
+    grid = x.view(C, rows, side, cols, side)
+    some = keep.view(rows, side, cols, side).any(3).any(1)[None, :, None, :, None]
+    grid = torch.where(some, grid, grid.mean((2, 4), keepdim=True))  # contiguous, no view
+    keep = keep | ~some[0].expand(rows, side, cols, side).reshape(keep.shape)
+    x = grid.view(C, rows * side, cols * side)
+    x = relax_blocks(x, keep, SMOOTH_ROUNDS, OVER_RELAXATION)
     return x[:, :H, :W].permute(1, 2, 0).contiguous()
 
 

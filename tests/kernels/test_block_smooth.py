@@ -41,6 +41,13 @@ def test_torch_path_matches_the_reference(device: str, C: int, H: int, W: int) -
     assert torch.equal(out[:, keep], values[:, keep])
 
 
+def test_torch_path_with_no_free_texel_returns_the_values(device: str) -> None:
+    values, _ = case(5, 3, 16, 24, 0.5, device)
+    keep = torch.ones(16, 24, dtype=torch.bool, device=device)
+    out = _relax_torch(values, keep, ROUNDS, OMEGA)
+    assert torch.equal(out, values) and out.data_ptr() != values.data_ptr()
+
+
 @pytest.mark.parametrize(("C", "H", "W"), [(3, 32, 32), (1, 24, 40)])
 def test_triton_kernel_matches_the_reference(triton_device: str, C: int, H: int, W: int) -> None:
     values, keep = case(C * H + W + 1, C, H, W, 0.2, triton_device)

@@ -22,8 +22,9 @@ then per method:
      overlap_texels, utilisation, margin_share and packing_bound (perf/quality_metrics.py:
      the utilisation a perfect piece-shaped packing of the same pieces would reach, an
      estimate that tells packing waste from the pieces' own outlines);
-  5. bake (`pipeline.bake.bake_texture` and the uint8 quantisation the GLB stores): one warm-up
-     and --repeat timed runs;
+  5. bake (`pipeline.bake.bake_texture` as the server bakes: fitted where it fits, its free texels
+     set for the settings' JPEG where `jpeg_fill_enabled`, and the uint8 quantisation the GLB
+     stores): one warm-up and --repeat timed runs;
   6. psnr_db and seam_psnr_db of the baked texture against the reference, over the views;
 then, with two or more methods that worked:
   7. seam_cost_db of each against each other (perf/quality_metrics.py): how much worse it
@@ -97,7 +98,7 @@ from perf.quality_metrics import (
 )
 from perf.stages import commit
 from pipeline.atlas import unwrap
-from pipeline.bake import bake_texture, fit_enabled, quantise
+from pipeline.bake import bake_texture, fit_enabled, jpeg_fill_enabled, quantise
 from pipeline.glb import encode_texture
 from pipeline.settings import PipelineSettings, parse_overrides, settings_from_env
 from pipeline.types import UVMesh
@@ -200,10 +201,11 @@ def measure_method(
     record["packing_bound"] = packing_bound(record["utilisation"], record["margin_share"])
     # 5. Bake.
     fit = fit_enabled(settings, device)
+    jpeg_quality = settings.jpeg_quality if jpeg_fill_enabled(settings, device) else None
     unrounded: list[torch.Tensor] = []  # the last run's float texture (9. below)
 
     def baked() -> torch.Tensor:
-        texture = bake_texture(uv_mesh, size, item.colour, fit)
+        texture = bake_texture(uv_mesh, size, item.colour, fit, jpeg_quality)
         unrounded[:] = [texture]
         return quantise(texture)
 

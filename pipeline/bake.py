@@ -22,7 +22,13 @@ Recipe (bake):
      bilinear sampling matches them best in least squares, starting from steps 1-4
      (pipeline/texture_fit.py). Texels no bilinear sample of the surface reads keep step 4's
      colour. Where the GPU runs out of memory inside this step, the bake keeps step 4's
-     texture (a warning says so) rather than failing the request.
+     texture (a warning says so) rather than failing the request;
+  6. for a JPEG texture (settings.texture_format; with settings.jpeg_fill, by default on
+     CUDA), the texels no sample reads in each of
+     JPEG's 8 x 8 blocks moved so the block sits nearer the lattice the encoder rounds it to
+     at settings.jpeg_quality, so the rounding moves the texels samples read less
+     (pipeline/jpeg_fill.py). The sampled texels keep their bits. The metallicRoughness
+     texture skips steps 5 and 6.
 
 Material (settings.material): each of metallic and roughness is either a factor or, where the
 generator's field varies, a channel of a metallicRoughness texture (glTF's layout: G roughness,
@@ -49,8 +55,9 @@ import torch
 
 from kernels.field_sample import field_sample
 from kernels.uv_raster import UVRaster, uv_raster
+from pipeline.jpeg_fill import project_free_texels
 from pipeline.settings import PipelineSettings
-from pipeline.texture_fill import fill_texture
+from pipeline.texture_fill import fill_texture, sampled_texels
 from pipeline.texture_fit import fit_texture
 from pipeline.types import Frame, RawAsset, TexturedMesh, UVMesh
 
@@ -64,9 +71,12 @@ __all__ = [
     "field_values",
     "fit_enabled",
     "fitted_texture",
+    "jpeg_fill_enabled",
+    "jpeg_ready",
     "material_factors",
     "quantise",
     "quarter_colours",
+    "texture_raster",
 ]
 
 log = logging.getLogger("pipeline.bake")
@@ -130,20 +140,48 @@ def fit_enabled(settings: PipelineSettings, device: torch.device) -> bool:
     return settings.bake_fit == "on" or (settings.bake_fit == "auto" and device.type == "cuda")
 
 
-def bake_texture(mesh: UVMesh, size: int, colour: ColourSource, fit: bool = False) -> torch.Tensor:
+def jpeg_fill_enabled(settings: PipelineSettings, device: torch.device) -> bool:
+    """Whether the bake sets a JPEG texture's free texels for the encoder (step 6) on `device`."""
+    wanted = settings.jpeg_fill == "on" or (settings.jpeg_fill == "auto" and device.type == "cuda")
+    return wanted and settings.texture_format == "jpeg"
+
+
+def bake_texture(
+    mesh: UVMesh,
+    size: int,
+    colour: ColourSource,
+    fit: bool = False,
+    jpeg_quality: int | None = None,
+) -> torch.Tensor:
     """The [size, size, 3] float32 texture in [0, 1]: every covered texel from `colour`, the
-    rest filled (step 4); with `fit`, then fitted to bilinear sampling."""
+    rest filled (step 4); with `fit`, then fitted to bilinear sampling (step 5); with a
+    `jpeg_quality`, its free texels then set for a JPEG of that quality (step 6)."""
     texture = centre_texture(mesh, size, colour)
-    return fitted_texture(mesh, size, colour, texture) if fit else texture
+    if fit:
+        texture = fitted_texture(mesh, size, colour, texture)
+    return texture if jpeg_quality is None else jpeg_ready(mesh, size, texture, jpeg_quality)
+
+
+def texture_raster(mesh: UVMesh, size: int) -> UVRaster:
+    """The conservative UV raster at `size`: the atlas's where it has one of that size."""
+    raster = mesh.raster
+    if raster is None or raster.face_ids.shape != (size, size):
+        raster = uv_raster(mesh.uvs, mesh.faces, size, size, conservative=True)
+    return raster
+
+
+def jpeg_ready(mesh: UVMesh, size: int, texture: torch.Tensor, quality: int) -> torch.Tensor:
+    """Step 6: the texels no bilinear sample reads moved so each JPEG block of `texture` sits
+    nearer the lattice a JPEG of `quality` rounds it to (pipeline/jpeg_fill.py)."""
+    free = ~sampled_texels(texture_raster(mesh, size).face_ids >= 0)
+    return project_free_texels(texture, free, quality)
 
 
 def centre_texture(mesh: UVMesh, size: int, source: ColourSource) -> torch.Tensor:
     """Steps 1-4: the [size, size, C] float32 texture in [0, 1], C the source's channels: every
     covered texel from `source` at its (extended) centre, the rest filled (step 4)."""
     # 1. Coverage.
-    raster: UVRaster = mesh.raster
-    if raster is None or raster.face_ids.shape != (size, size):
-        raster = uv_raster(mesh.uvs, mesh.faces, size, size, conservative=True)
+    raster = texture_raster(mesh, size)
     covered = raster.face_ids >= 0  # [H, W]
     face = raster.face_ids[covered]  # [T]
     barycentrics = _extended(mesh, covered, face, raster.barycentrics[covered], size)  # [T, 3]
@@ -233,6 +271,8 @@ def bake(mesh: UVMesh, asset: RawAsset, settings: PipelineSettings) -> TexturedM
     texture = values[..., :3]
     if fit:
         texture = fitted_texture(mesh, size, field_colour(asset, mesh.frame, device), texture)
+    if jpeg_fill_enabled(settings, device):
+        texture = jpeg_ready(mesh, size, texture, settings.jpeg_quality)
     metallic_roughness = None
     if textured:
         metallic_levels, roughness_levels = quantise(values[..., 3:5]).unbind(2)  # [S, S] uint8

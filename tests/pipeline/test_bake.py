@@ -21,7 +21,7 @@ from scipy.ndimage import distance_transform_edt
 from kernels.uv_raster import uv_raster
 from perf.quality_metrics import sample_bilinear
 from pipeline.atlas import unwrap
-from pipeline.bake import bake, bake_texture, fit_enabled
+from pipeline.bake import bake, bake_texture, fit_enabled, jpeg_fill_enabled
 from pipeline.generators.inflate import InflateGenerator
 from pipeline.glb import write_glb
 from pipeline.mesh import process_mesh
@@ -151,6 +151,26 @@ def test_sampling_the_surface_reads_no_texel_beyond_the_ring(name: str) -> None:
     # Negative control: blank the ring too, and samples near the charts' edges change.
     ring_too = torch.where(covered[..., None], texture, 0)
     assert not torch.equal(sample_bilinear(ring_too, uv), sample_bilinear(texture, uv))
+
+
+def test_a_jpeg_texture_moves_only_texels_no_sample_reads() -> None:
+    """Step 6: with JPEG_FILL the free texels of mixed blocks are set for the encoder; with a
+    PNG texture or without it they keep the fill. The sampled texels are the same bits."""
+    asset, uv_mesh, textured = baked("l_shape")  # on the CPU: JPEG_FILL=auto is off
+    ready = bake(uv_mesh, asset, settings(jpeg_fill="on")).base_color
+    as_png = bake(uv_mesh, asset, settings(jpeg_fill="on", texture_format="png")).base_color
+    np.testing.assert_array_equal(as_png, textured.base_color)
+    sampled = sampled_texels(uv_mesh.raster.face_ids >= 0).numpy()
+    np.testing.assert_array_equal(ready[sampled], textured.base_color[sampled])
+    assert (ready != textured.base_color).any(-1)[~sampled].mean() > 0.01
+
+
+def test_the_jpeg_fill_is_on_by_default_on_cuda_with_a_jpeg_texture_only() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert jpeg_fill_enabled(settings(), cuda) and not jpeg_fill_enabled(settings(), cpu)
+    assert jpeg_fill_enabled(settings(jpeg_fill="on"), cpu)
+    assert not jpeg_fill_enabled(settings(jpeg_fill="off"), cuda)
+    assert not jpeg_fill_enabled(settings(jpeg_fill="on", texture_format="png"), cuda)
 
 
 def assert_gutters_copy_their_nearest_covered_texel(texture: np.ndarray, uv_mesh: UVMesh) -> None:

@@ -23,12 +23,11 @@ Recipe (bake):
      (pipeline/texture_fit.py). Texels no bilinear sample of the surface reads keep step 4's
      colour. Where the GPU runs out of memory inside this step, the bake keeps step 4's
      texture (a warning says so) rather than failing the request;
-  6. for a JPEG texture (settings.texture_format; with settings.jpeg_fill, by default on
-     CUDA), the texels no sample reads in each of
-     JPEG's 8 x 8 blocks moved so the block sits nearer the lattice the encoder rounds it to
-     at settings.jpeg_quality, so the rounding moves the texels samples read less
-     (pipeline/jpeg_fill.py). The sampled texels keep their bits. The metallicRoughness
-     texture skips steps 5 and 6.
+  6. for a JPEG texture (settings.texture_format) with settings.jpeg_fill (by default on
+     CUDA): the texels no sample reads in each of JPEG's 8 x 8 blocks moved so the block sits
+     nearer the lattice the encoder rounds it to at settings.jpeg_quality, so that rounding
+     moves the texels samples read less (pipeline/jpeg_fill.py). The sampled texels keep
+     their bits. The metallicRoughness texture skips steps 5 and 6.
 
 Material (settings.material): each of metallic and roughness is either a factor or, where the
 generator's field varies, a channel of a metallicRoughness texture (glTF's layout: G roughness,

@@ -97,7 +97,8 @@ def block_smooth(image: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
     rows, cols = x.shape[1] // side, x.shape[2] // side
     grid = x.view(C, rows, side, cols, side)
     some = keep.view(rows, side, cols, side).any(3).any(1)[None, :, None, :, None]
-    grid = torch.where(some, grid, grid.mean((2, 4), keepdim=True))  # contiguous, no view
+    # A new tensor in the image's channel-last order: relax_blocks takes any strides.
+    grid = torch.where(some, grid, grid.mean((2, 4), keepdim=True))
     keep = keep | ~some[0].expand(rows, side, cols, side).reshape(keep.shape)
     x = grid.view(C, rows * side, cols * side)
     x = relax_blocks(x, keep, SMOOTH_ROUNDS, OVER_RELAXATION)

@@ -25,7 +25,8 @@ Paths, all with the same float32 edge functions in the same order:
   pass 2 repeats the tests and the winner alone writes the barycentrics, and faces on a texel
   claimed twice are flagged. Integer atomics only, so the output is the same bits every run.
 - `_uv_raster_torch` (any device, and the public path off CUDA): each face's texel runs per
-  row, from clipping it to the row, then the edge tests on those texels alone.
+  row, from clipping it to the row (and, conservative, to the face's box), then the edge tests
+  on those texels alone, each face's terms computed once and each edge's row term once a run.
 - `uv_raster_reference` (numpy, one face at a time over its whole box).
 """
 
@@ -109,32 +110,24 @@ def uv_raster(
     return _uv_raster_torch(uvs.float(), faces.long(), width, height, conservative)
 
 
-def _cover(
-    corners: torch.Tensor, centres: torch.Tensor, conservative: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """corners [N, 3, 2], centres [N, 2] -> (touched [N], centre_inside [N], bary [N, 3])."""
+# Columns of the per-face terms (`_face_terms`): for each edge (opposite corner a, b, c) its
+# start point, direction and conservative slack, then the orientation and a live-area flag.
+P0X, P0Y, EX, EY, SLACK = range(5)
+SIGN, LIVE = 15, 16
+
+
+def _face_terms(corners: torch.Tensor) -> torch.Tensor:
+    """corners [F, 3, 2] texel units -> [F, 17] float32: what the edge tests read of a face."""
     a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
     area2 = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
     sign = torch.where(area2 < 0, -1.0, 1.0)  # make every triangle counter-clockwise
-    edges = []
+    columns = []
     for p0, p1 in ((b, c), (c, a), (a, b)):  # edge opposite a, b, c: barycentric numerators
         ex, ey = p1[:, 0] - p0[:, 0], p1[:, 1] - p0[:, 1]
-        value = sign * (ex * (centres[:, 1] - p0[:, 1]) - ey * (centres[:, 0] - p0[:, 0]))
         slack = 0.5 * (ex.abs() + ey.abs())  # half the texel's extent along the edge normal
-        edges.append((value, slack))
-    inside = (edges[0][0] >= 0) & (edges[1][0] >= 0) & (edges[2][0] >= 0) & (area2 != 0)
-    if conservative:
-        touched = (
-            (edges[0][0] + edges[0][1] >= 0)
-            & (edges[1][0] + edges[1][1] >= 0)
-            & (edges[2][0] + edges[2][1] >= 0)
-        )
-    else:
-        touched = inside
-    raw = torch.stack([e[0] for e in edges], dim=1).clamp(min=0)
-    total = (raw[:, :1] + raw[:, 1:2]) + raw[:, 2:]  # this order on every device, as in Triton
-    bary = torch.where(total > 0, raw / total.clamp(min=1e-30), torch.full_like(raw, 1 / 3))
-    return touched, inside, bary
+        columns += [p0[:, 0], p0[:, 1], ex, ey, slack]
+    columns += [sign, (area2 != 0).float()]
+    return torch.stack(columns, 1)
 
 
 def _expand(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,7 +144,7 @@ def _spans(
     """(face, row, first x, last x) of each face's texel run on each row it reaches.
 
     Runs come from clipping the triangle to the row's band (conservative) or line (centre),
-    widened by SPAN_SLACK; they only propose texels, and `_cover` decides.
+    widened by SPAN_SLACK; they only propose texels, and the edge tests decide.
     """
     eps = SPAN_SLACK
     y_min, y_max = corners[:, :, 1].amin(1), corners[:, :, 1].amax(1)
@@ -189,16 +182,29 @@ def _spans(
     return face, row, first_x.long(), last_x.long()
 
 
+def _box_limits(lo: torch.Tensor, hi: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A conservative texel t meets the face's box [lo, hi] along one axis when t + 1 >= lo
+    and t <= hi (its square [t, t + 1]; exact for integers): -> the first and last such t,
+    clamped to [-1, n] (an empty range where the box is NaN)."""
+    first = (torch.ceil(lo.double()) - 1).clamp(-1, n).nan_to_num(nan=n).long()
+    last = torch.floor(hi.double()).clamp(-1, n).nan_to_num(nan=-1).long()
+    return first, last
+
+
 def _candidates(
     uvs: torch.Tensor, faces: torch.Tensor, W: int, H: int, conservative: bool
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Per chunk of faces: (face id, texel index, centre inside, barycentrics) of every texel
-    each face covers, in face order. Chunks bound the candidates held at once."""
+    each face covers, in face order. Chunks bound the candidates held at once.
+
+    The float32 edge functions are those of the Triton path, op for op: per texel
+    sign * (ex * (cy - p0y) - ey * (cx - p0x)), the first product taken once per row run."""
     device = uvs.device
     F = faces.shape[0]
     scale = torch.tensor([W, H], dtype=torch.float32, device=device)
     corners_all = uvs[faces] * scale  # [F, 3, 2] texel units
     box_lo_all, box_hi_all = corners_all.amin(1), corners_all.amax(1)  # [F, 2]
+    terms_all = _face_terms(corners_all)
     # Faces per chunk from their boxes' areas: an upper bound of their candidates.
     box = (box_hi_all - box_lo_all + 3).prod(1)
     cumulative = torch.cumsum(box.double(), 0)
@@ -207,17 +213,44 @@ def _candidates(
         limit = (float(cumulative[start - 1]) if start else 0.0) + CANDIDATES_PER_CHUNK
         stop = min(max(start + 1, int(torch.searchsorted(cumulative, limit, right=True))), F)
         face, row, first_x, last_x = _spans(corners_all[start:stop], W, H, conservative)
-        run, step = _expand((last_x - first_x + 1).clamp(min=0))
-        face_ids = face[run] + start
-        x = first_x[run] + step
-        y = row[run]
-        centres = torch.stack((x, y), 1).float() + 0.5
-        corners = corners_all[face_ids]
-        touched, inside, bary = _cover(corners, centres, conservative)
         if conservative:  # the pushed-out edges overshoot near sharp corners: clip to the box
-            box_lo, box_hi = box_lo_all[face_ids], box_hi_all[face_ids]
-            touched &= ((centres + 0.5 >= box_lo) & (centres - 0.5 <= box_hi)).all(1)
-        yield face_ids[touched], (y * W + x)[touched], inside[touched], bary[touched]
+            x_from, x_to = _box_limits(box_lo_all[start:stop, 0], box_hi_all[start:stop, 0], W)
+            y_from, y_to = _box_limits(box_lo_all[start:stop, 1], box_hi_all[start:stop, 1], H)
+            first_x = torch.maximum(first_x, x_from[face])
+            last_x = torch.minimum(last_x, x_to[face])
+            off_box = (row < y_from[face]) | (row > y_to[face])
+            last_x = torch.where(off_box, first_x - 1, last_x)
+        # Per run: the row's half of each edge function, and the terms its texels read.
+        terms = terms_all[start:stop][face]  # [R, 17]
+        cy = row.float() + 0.5
+        counts = (last_x - first_x + 1).clamp(min=0)
+        run = torch.repeat_interleave(counts)  # each texel's run
+        # x = first_x + the texel's place in its run, from one per-run offset.
+        offset = first_x - (torch.cumsum(counts, 0) - counts)
+        x = torch.arange(len(run), device=device) + offset[run]
+        cx = x.float() + 0.5
+        # 1-D gathers (indexing, which runs on every thread; index_select runs on one).
+        sign = terms[:, SIGN][run]
+        values, touched = [], None
+        for k in range(3):
+            e = terms[:, 5 * k : 5 * k + 5]
+            across = (e[:, EX] * (cy - e[:, P0Y]))[run]
+            ey, p0x = e[:, EY][run], e[:, P0X][run]
+            value = sign * (across - ey * (cx - p0x))
+            values.append(value)
+            if conservative:
+                meets = value + e[:, SLACK][run] >= 0
+                touched = meets if touched is None else touched & meets
+        live = terms[:, LIVE].bool()[run]
+        inside = (values[0] >= 0) & (values[1] >= 0) & (values[2] >= 0) & live
+        keep = torch.nonzero(touched if conservative else inside).squeeze(1)
+        raw = [v[keep].clamp(min=0) for v in values]
+        total = (raw[0] + raw[1]) + raw[2]  # this order on every device, as in Triton
+        some, divisor = total > 0, total.clamp(min=1e-30)
+        bary = torch.stack([torch.where(some, r / divisor, 1 / 3) for r in raw], 1)
+        run = run[keep]
+        texel = row[run] * W + x[keep]
+        yield face[run] + start, texel, inside[keep], bary
         start = stop
 
 
@@ -233,17 +266,18 @@ def _uv_raster_torch(
     for face_ids, texel, inside, bary in _candidates(uvs, faces, W, H, conservative):
         rank = torch.where(inside, 0, F) + face_ids
         best.scatter_reduce_(0, texel, rank, reduce="amin")  # integer min: order-free
-        strictly = (bary > 0).all(1) & inside  # centre off every edge: the open interior
+        strictly = torch.nonzero((bary > 0).all(1) & inside).squeeze(1)  # the open interior
         claims += torch.bincount(texel[strictly], minlength=H * W)
         chunks.append((texel, rank, bary, strictly))
     face_map = torch.full((H * W,), -1, dtype=torch.long, device=device)
     bary_map = torch.zeros(H * W, 3, dtype=torch.float32, device=device)
     overlapping = torch.zeros(F, dtype=torch.bool, device=device)
     for texel, rank, bary, strictly in chunks:
-        won = best[texel] == rank
-        face_map[texel[won]] = rank[won] % F
-        bary_map[texel[won]] = bary[won]
-        shared = strictly & (claims[texel] > 1)
+        won = torch.nonzero(best[texel] == rank).squeeze(1)
+        at = texel[won]
+        face_map[at] = rank[won] % F
+        bary_map[at] = bary[won]
+        shared = strictly[claims[texel[strictly]] > 1]
         overlapping[rank[shared] % F] = True
     return UVRaster(face_map.view(H, W), bary_map.view(H, W, 3), overlapping)
 
@@ -493,7 +527,7 @@ def _uv_raster_triton(
             # 2. Where each face's units start: the work list, with no host sync.
             tile_end = torch.cumsum(tiles, 0)  # [F] int64
             # 3. Pass 1, ranks and claims; 4. pass 2, barycentrics and overlap flags.
-            claims = torch.zeros(H * W, dtype=torch.int32, device=device)
+            claims = torch.zeros(H * W, dtype=torch.long, device=device)
             if cuda:
                 sms = torch.cuda.get_device_properties(device).multi_processor_count
                 programs, units = sms * PROGRAMS_PER_SM, UNITS_PER_STEP

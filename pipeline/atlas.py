@@ -165,7 +165,9 @@ def _folded_faces(
     texels = texel_corners(corners, piece, lo, Packing(scale, origins + gutter // 2, transposed))
     extent = torch.tensor([size, height], dtype=texels.dtype, device=texels.device)
     uvs = (texels / extent).reshape(-1, 2).float()
-    return uv_raster(uvs, soup, size, height, conservative=True).overlapping
+    # Overlap is a texel centre strictly inside two faces, the same in either coverage mode;
+    # centre coverage proposes fewer texels (the torch raster: 0.7-0.8 of the time on a CPU).
+    return uv_raster(uvs, soup, size, height, conservative=False).overlapping
 
 
 def _oriented(corners: torch.Tensor, piece: torch.Tensor, count: int) -> torch.Tensor:

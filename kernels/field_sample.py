@@ -16,7 +16,8 @@ Paths, with the same output bit for bit:
   the few queries left without a present neighbour, all (2r + 1)^3 offsets of a query at once;
   the rare rest take the torch brute force. O(N + M) instead of sorting and binary searches.
 - `_field_sample_torch` (the CPU path): the voxels' linear keys sorted once per call and
-  `torch.searchsorted`, or a dense grid of rows for small R. Deterministic on every device.
+  `torch.searchsorted`, one search per pair of corners along z (z + 1 is the next key when
+  present), or a dense grid of rows for small R. Deterministic on every device.
 - `field_sample_reference` (numpy, a dict of voxels), beside them.
 Both torch and Triton evaluate the same float32 formulas in the same order: products and sums
 written out left to right, no fused multiply-adds (the kernels are compiled with
@@ -129,18 +130,17 @@ def _field_sample_torch(
     M = points.shape[0]
     keys = (coords[:, 0] * R + coords[:, 1]) * R + coords[:, 2]
     keys, order = torch.sort(keys, stable=True)
+    # A voxel listed twice reads its lowest input row: the first of its run of sorted keys.
+    first = torch.ones(len(keys), dtype=torch.bool, device=device)
+    first[1:] = keys[1:] != keys[:-1]
     input_attrs = attrs
-    attrs = attrs[order]
+    keys, attrs = keys[first], attrs[order[first]]
+    last = len(keys) - 1
 
     dense = None
     if R**3 <= DENSE_LOOKUP_CELLS:
         dense = torch.full((R**3,), -1, dtype=torch.int32, device=device)
-        # A repeated voxel keeps its first row, as the sorted-key search finds it; writing only
-        # the first of each run keeps the scatter free of duplicate indices.
-        first = torch.ones(len(keys), dtype=torch.bool, device=device)
-        first[1:] = keys[1:] != keys[:-1]
-        rows = torch.arange(len(keys), device=device, dtype=torch.int32)
-        dense[keys[first]] = rows[first]
+        dense[keys] = torch.arange(len(keys), device=device, dtype=torch.int32)
 
     def find(cells: torch.Tensor) -> torch.Tensor:
         """[..., 3] voxel indices -> [...] row in the sorted field, or -1."""
@@ -149,7 +149,7 @@ def _field_sample_torch(
         if dense is not None:
             row = dense[torch.where(valid, key, 0)].long()
             return torch.where(valid, row, -1)
-        row = torch.searchsorted(keys, key).clamp(max=len(keys) - 1)
+        row = torch.searchsorted(keys, key).clamp(max=last)
         return torch.where(valid & (keys[row] == key), row, -1)
 
     # 1. Trilinear over the 8 voxel centres around each point, renormalised over those present.
@@ -157,16 +157,33 @@ def _field_sample_torch(
     base = torch.floor(q).long()
     frac = q - base
     factors = (1 - frac, frac)  # per axis, the weight of the lower and of the upper neighbour
+    axes = base.unbind(1)
+    inside = [[(axes[a] + d >= 0) & (axes[a] + d < R) for d in (0, 1)] for a in range(3)]
+    key_base = (axes[0] * R + axes[1]) * R + axes[2]
     total = torch.zeros(M, attrs.shape[1], dtype=torch.float32, device=device)
     weight = torch.zeros(M, dtype=torch.float32, device=device)
-    for corner in itertools.product((0, 1), repeat=3):
-        # Written out left to right (not torch.prod) so every device multiplies in one order.
-        w = factors[corner[0]][:, 0] * factors[corner[1]][:, 1] * factors[corner[2]][:, 2]
-        row = find(base + torch.tensor(corner, device=device))
-        present = row >= 0
-        w = torch.where(present, w, torch.zeros_like(w))
-        total += w[:, None] * attrs[row.clamp(min=0)]
-        weight += w
+    for dx, dy in itertools.product((0, 1), repeat=2):
+        column = inside[0][dx] & inside[1][dy]
+        key = key_base + (dx * R + dy) * R
+        if dense is None:  # one search per pair of corners: z + 1 is the next key if present
+            row = torch.searchsorted(keys, key).clamp(max=last)
+        for dz in (0, 1):
+            valid = column & inside[2][dz]
+            if dense is None:
+                hit = keys[row] == key
+                present = valid & hit
+            else:
+                row = dense[torch.where(valid, key, 0)].long()
+                present = valid & (row >= 0)
+                row = row.clamp(min=0)
+            # Written out left to right (not torch.prod) so every device multiplies in one order.
+            w = factors[dx][:, 0] * factors[dy][:, 1] * factors[dz][:, 2]
+            w = torch.where(present, w, 0.0)
+            total += w[:, None] * attrs[row]
+            weight += w
+            if dense is None and dz == 0:  # keys[row] >= key: key + 1 is there or just after
+                row = (row + hit.long()).clamp(max=last)
+            key = key + 1
     result = total / weight.clamp(min=MIN_WEIGHT)[:, None]
     missing = torch.nonzero(weight <= MIN_WEIGHT).flatten()
     if len(missing) == 0:

@@ -238,12 +238,15 @@ def _extended(
     """[T, 3] barycentrics of the covered texels' centres in their faces, beyond the edges
     too, down to EXTRAPOLATION_LIMIT; the raster's clamped ones elsewhere (step 2)."""
     rows, columns = torch.nonzero(covered, as_tuple=True)
-    centre = (torch.stack((columns, rows), 1).double() + 0.5) / size  # [T, 2] uv
-    corner = mesh.uvs.double()[mesh.faces[face]]  # [T, 3, 2]
-    e1, e2, d = corner[:, 1] - corner[:, 0], corner[:, 2] - corner[:, 0], centre - corner[:, 0]
+    # Each face's terms once (float64), then gathered per texel one column at a time.
+    corner = mesh.uvs.double()[mesh.faces]  # [F, 3, 2]
+    e1, e2 = corner[:, 1] - corner[:, 0], corner[:, 2] - corner[:, 0]
     twice = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-    b1 = (d[:, 0] * e2[:, 1] - d[:, 1] * e2[:, 0]) / twice
-    b2 = (e1[:, 0] * d[:, 1] - e1[:, 1] * d[:, 0]) / twice
+    e1x, e1y, e2x, e2y, twice = (t[face] for t in (e1[:, 0], e1[:, 1], e2[:, 0], e2[:, 1], twice))
+    dx = (columns.double() + 0.5) / size - corner[:, 0, 0][face]  # the centre's uv, from a
+    dy = (rows.double() + 0.5) / size - corner[:, 0, 1][face]
+    b1 = (dx * e2y - dy * e2x) / twice
+    b2 = (e1x * dy - e1y * dx) / twice
     extended = torch.stack((1 - b1 - b2, b1, b2), 1)
     usable = torch.isfinite(extended).all(1) & (extended.amin(1) >= EXTRAPOLATION_LIMIT)
     return torch.where(usable[:, None], extended, clamped.double()).to(clamped.dtype)

@@ -127,9 +127,9 @@ def test_every_texel_is_filled(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["ring", "l_shape"])
-def test_the_sampled_ring_copies_its_nearest_covered_texel(name: str) -> None:
+def test_the_sampled_ring_takes_its_nearest_covered_texels_mean(name: str) -> None:
     _, uv_mesh, textured = baked(name)
-    assert_gutters_copy_their_nearest_covered_texel(textured.base_color, uv_mesh)
+    assert_the_ring_holds_its_nearest_covered_colours(textured.base_color, uv_mesh)
 
 
 @pytest.mark.parametrize("name", ["ring", "l_shape"])
@@ -173,23 +173,24 @@ def test_the_jpeg_fill_is_on_by_default_on_cuda_with_a_jpeg_texture_only() -> No
     assert not jpeg_fill_enabled(settings(jpeg_fill="on", texture_format="png"), cuda)
 
 
-def assert_gutters_copy_their_nearest_covered_texel(texture: np.ndarray, uv_mesh: UVMesh) -> None:
+def assert_the_ring_holds_its_nearest_covered_colours(texture: np.ndarray, uv_mesh: UVMesh) -> None:
     """Every texel of the ring around the coverage (pipeline/texture_fill.py's sampled texels)
-    holds the colour of a nearest covered texel."""
+    holds the mean of its nearest covered texels' colours (the CPU path: these tests bake on
+    the CPU), to a level of the uint8 rounding."""
     covered = (uv_mesh.raster.face_ids >= 0).numpy()
     assert 0 < covered.mean() < 1
     ring = sampled_texels(torch.from_numpy(covered)).numpy() & ~covered
-    distance, (near_rows, near_cols) = distance_transform_edt(~covered, return_indices=True)
+    distance = distance_transform_edt(~covered)
     image = texture.astype(np.int64)
-    expected = image[near_rows, near_cols]
-    mismatched = np.argwhere((image != expected).any(-1) & ring)
-    # Where several covered texels are equally near, any of them may be the one copied.
     covered_at = np.argwhere(covered)
-    for r, c in mismatched:
+    ties = 0
+    for r, c in np.argwhere(ring):
         d = np.hypot(*(covered_at - [r, c]).T)
-        ties = covered_at[np.abs(d - distance[r, c]) < 1e-9]
-        assert (image[ties[:, 0], ties[:, 1]] == image[r, c]).all(-1).any(), (r, c)
-    assert len(mismatched) < 0.01 * ring.sum()
+        nearest = covered_at[np.abs(d - distance[r, c]) < 1e-9]
+        ties += len(nearest) > 1
+        mean = image[nearest[:, 0], nearest[:, 1]].mean(0)
+        assert (np.abs(image[r, c] - mean) <= 1).all(), (r, c)
+    assert ties > 0  # the mean, not only a copy, is tested
 
 
 def test_output_is_what_the_glb_writer_takes() -> None:
@@ -498,12 +499,10 @@ def test_a_varying_roughness_beside_metallic_0_is_one_grey_channel(material: str
     np.testing.assert_array_equal(rgb.metallic_roughness[..., 1], grey.metallic_roughness)
 
 
-def test_the_metallic_roughness_texture_fills_its_sampled_ring_from_the_nearest_covered_texel() -> (
-    None
-):
+def test_the_metallic_roughness_texture_fills_its_ring_from_the_nearest_covered_texels() -> None:
     asset, uv_mesh, _ = baked("ring")
     textured = bake(uv_mesh, varying(asset), settings(material="field"))
-    assert_gutters_copy_their_nearest_covered_texel(textured.metallic_roughness, uv_mesh)
+    assert_the_ring_holds_its_nearest_covered_colours(textured.metallic_roughness, uv_mesh)
     # No texel is left empty (0): the field's metallic is at least 0.1, its roughness 0.2.
     assert textured.metallic_roughness[..., 2].min() >= round(0.1 * 255)
     assert textured.metallic_roughness[..., 1].min() >= round(0.2 * 255)

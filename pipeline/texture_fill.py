@@ -3,14 +3,14 @@ them, a fill that JPEG codes cheaply everywhere else.
 
 Bilinear sampling of a point on the surface reads the texels whose centres lie within one
 texel of it along each axis: texels of the (conservative) coverage and of the one-texel ring
-around it. The ring takes the colour of its nearest covered texels, so a sample at a chart's
-edge reads only that chart's colours. On CUDA one nearest texel's, by the Triton flood over
-the whole texture (kernels/dilate.py, one launch; the bake's fit, on by default there, then
-refits the ring with the rest). Elsewhere the mean of the nearest covered ones among its 8
-neighbours (the nearest covered texel is one of them: any other is at least 2 texels away),
-where the exact distance transform over the whole texture took 0.35-0.58 s at 2048² on a
-2-core CPU; the mean renders 0.003-0.11 dB better than one nearest texel's colour there
-(seven prompts, perf/RESULTS.md, 2026-11-25).
+around it. The ring takes the colour of a nearest covered texel, so a sample at a chart's edge
+reads only that chart's colours. On CUDA by the Triton flood over the whole texture
+(kernels/dilate.py, one launch). Elsewhere from the ring texel's 8 neighbours alone (the
+nearest covered texel is one of them: any other is at least 2 texels away; among equidistant
+ones the first of RING_TAPS): 0.06-0.07 s at 2048² on a 2-core CPU, where the exact distance
+transform over the whole texture took 0.35-0.58 s, rendering within 0.03 dB of it. The mean of
+the equidistant ones rendered up to 0.11 dB better on seven prompts, but mixes two charts'
+colours where their rings touch (a narrow gutter): not kept (perf/RESULTS.md, 2026-11-25).
 
 No sample of the surface reads any other texel, and the judge renders without mipmaps: what
 they hold matters to the texture's encoding, and to mipmaps where a renderer makes them. A
@@ -59,8 +59,8 @@ OVER_RELAXATION = 1.7
 # A covered texel's weight at a level is the share of its block covered, at least 4^-levels;
 # this only keeps empty blocks' 0 / 0 at 0.
 TINY_WEIGHT = 1e-30
-# A ring texel's neighbours off CUDA, nearest first: the four edge ones (distance 1), then
-# the four diagonal ones (sqrt 2), as (dy, dx); the order the means are summed in.
+# A ring texel's candidate sources off CUDA, nearest first: the four edge neighbours
+# (distance 1), then the four diagonal ones (sqrt 2), as (dy, dx).
 RING_TAPS = ((-1, 0), (0, -1), (0, 1), (1, 0), (-1, -1), (-1, 1), (1, -1), (1, 1))
 
 
@@ -73,27 +73,21 @@ def sampled_texels(covered: torch.Tensor) -> torch.Tensor:
 
 def fill_ring(image: torch.Tensor, covered: torch.Tensor, ring: torch.Tensor) -> torch.Tensor:
     """image [H, W, C], covered [H, W] bool, ring [H, W] bool (texels with a covered one among
-    their 8 neighbours) -> a copy with each ring texel set to the mean of its nearest covered
-    neighbours (its covered edge neighbours, else its covered diagonal ones), summed in
-    RING_TAPS order."""
+    their 8 neighbours) -> a copy with each ring texel set to its nearest covered neighbour's
+    value (equidistant ones: the first in RING_TAPS order)."""
     H, W, C = image.shape
     y, x = torch.nonzero(ring, as_tuple=True)
-    flat_image, flat_covered = image.reshape(H * W, C), covered.reshape(-1)
-    total = image.new_zeros(len(y), C)
-    count = torch.zeros(len(y), dtype=torch.int64, device=image.device)
-    for group in (RING_TAPS[:4], RING_TAPS[4:]):
-        found = count > 0  # an edge neighbour beats every diagonal one
-        for dy, dx in group:
-            ny, nx = y + dy, x + dx
-            inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
-            neighbour = ny.clamp(0, H - 1) * W + nx.clamp(0, W - 1)
-            take = inside & flat_covered[neighbour] & ~found
-            total += torch.where(take[:, None], flat_image[neighbour], 0)
-            count += take.long()
-    if bool((count == 0).any()):
+    source = torch.full_like(y, -1)
+    flat_covered = covered.reshape(-1)
+    for dy, dx in reversed(RING_TAPS):  # an earlier tap overwrites a later one
+        ny, nx = y + dy, x + dx
+        inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
+        neighbour = ny.clamp(0, H - 1) * W + nx.clamp(0, W - 1)
+        source = torch.where(inside & flat_covered[neighbour], neighbour, source)
+    if bool((source < 0).any()):
         raise ValueError("every ring texel needs a covered texel among its 8 neighbours")
     out = image.clone()
-    out.view(H * W, C)[y * W + x] = total / count[:, None].to(image.dtype)
+    out.view(H * W, C)[y * W + x] = image.reshape(H * W, C)[source]
     return out
 
 
@@ -142,8 +136,8 @@ def block_smooth(image: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
 
 def fill_texture(image: torch.Tensor, covered: torch.Tensor) -> torch.Tensor:
     """image [H, W, C] float with the covered texels set, covered [H, W] bool -> every texel
-    set: the covered ones unchanged, the ring bilinear sampling reads from its nearest covered
-    texels, the rest smooth within JPEG's blocks (see the module docstring)."""
+    set: the covered ones unchanged, the ring bilinear sampling reads from a nearest covered
+    texel, the rest smooth within JPEG's blocks (see the module docstring)."""
     sampled = sampled_texels(covered)
     if image.is_cuda:
         ringed = dilate(image, covered)

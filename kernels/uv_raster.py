@@ -527,7 +527,7 @@ def _uv_raster_triton(
             # 2. Where each face's units start: the work list, with no host sync.
             tile_end = torch.cumsum(tiles, 0)  # [F] int64
             # 3. Pass 1, ranks and claims; 4. pass 2, barycentrics and overlap flags.
-            claims = torch.zeros(H * W, dtype=torch.long, device=device)
+            claims = torch.zeros(H * W, dtype=torch.int32, device=device)
             if cuda:
                 sms = torch.cuda.get_device_properties(device).multi_processor_count
                 programs, units = sms * PROGRAMS_PER_SM, UNITS_PER_STEP

@@ -8,7 +8,7 @@ reads only that chart's colours. On CUDA by the Triton flood over the whole text
 (kernels/dilate.py, one launch). Elsewhere from the ring texel's 8 neighbours alone (the
 nearest covered texel is one of them: any other is at least 2 texels away; among equidistant
 ones the first of RING_TAPS): 0.06-0.07 s at 2048² on a 2-core CPU, where the exact distance
-transform over the whole texture took 0.35-0.58 s, rendering within 0.03 dB of it. The mean of
+transform over the whole texture took 0.35-0.58 s, rendering within 0.04 dB of it. The mean of
 the equidistant ones rendered up to 0.11 dB better on seven prompts, but mixes two charts'
 colours where their rings touch (a narrow gutter): not kept (perf/RESULTS.md, 2026-11-25).
 
@@ -86,9 +86,10 @@ def fill_ring(image: torch.Tensor, covered: torch.Tensor, ring: torch.Tensor) ->
         source = torch.where(inside & flat_covered[neighbour], neighbour, source)
     if bool((source < 0).any()):
         raise ValueError("every ring texel needs a covered texel among its 8 neighbours")
-    out = image.clone()
-    out.view(H * W, C)[y * W + x] = image.reshape(H * W, C)[source]
-    return out
+    flat = image.reshape(H * W, C)
+    out = flat.clone()  # any strides in, a contiguous image out
+    out[y * W + x] = flat[source]
+    return out.view(H, W, C)
 
 
 def pull_push(image: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:

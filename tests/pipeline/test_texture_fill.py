@@ -200,6 +200,8 @@ def test_fill_ring_takes_edge_neighbours_before_diagonals_in_a_fixed_order() -> 
     assert out[1, 2, 0] == 1 and out[2, 1, 0] == 6  # only diagonals: (-1, -1) first
     assert out[3, 4, 0] == 29 and out[4, 4, 0] == 29 and out[3, 5, 0] == 29
     assert torch.equal(out[~ring], image[~ring]) and torch.equal(out[..., 0], out[..., 1])
+    strided = torch.cat((image, image), 2)[..., ::2]  # a view with other strides
+    assert not strided.is_contiguous() and torch.equal(fill_ring(strided, covered, ring), out)
     with pytest.raises(ValueError, match="8 neighbours"):
         fill_ring(image, covered, ring | torch.eye(5, 6, dtype=torch.bool))
 

@@ -23,6 +23,7 @@ from kernels.uv_raster import (
     UVRaster,
     _uv_raster_torch,
     _uv_raster_triton,
+    uv_overlaps,
     uv_raster,
     uv_raster_reference,
 )
@@ -151,6 +152,21 @@ def run(
     )
 
 
+def overlaps(
+    uvs: np.ndarray, faces: np.ndarray, width: int, height: int, conservative: bool, device: str
+) -> np.ndarray:
+    """`uv_overlaps` on `device` (off CUDA the torch path without the maps) -> [F] bool."""
+    got = uv_overlaps(
+        torch.from_numpy(uvs).to(device),
+        torch.from_numpy(faces).to(device),
+        width,
+        height,
+        conservative,
+    )
+    assert got.shape == (len(faces),) and got.dtype == torch.bool
+    return got.cpu().numpy()
+
+
 def assert_same_raster(got: tuple, expected: tuple) -> None:
     assert np.array_equal(got[0], expected[0])
     np.testing.assert_allclose(got[1], expected[1], rtol=0, atol=BARY_ATOL)
@@ -266,6 +282,8 @@ def test_snapped_triangles_follow_the_rules_exactly(device: str, conservative: b
         face_ids, _, overlapping = run(uvs, faces, width, height, conservative, device)
         assert np.array_equal(face_ids, expected_ids), f"seed {seed}"
         assert np.array_equal(overlapping, expected_overlap), f"seed {seed}"
+        got = overlaps(uvs, faces, width, height, conservative, device)
+        assert np.array_equal(got, expected_overlap), f"uv_overlaps, seed {seed}"
         reference_ids, _, reference_overlap = uv_raster_reference(
             uvs, faces, width, height, conservative
         )
@@ -296,6 +314,8 @@ def test_invariants_on_random_soups(
     # Overlap is a centre strictly inside two faces in either mode (the atlas's fold check
     # reads it from the cheaper centre raster).
     assert np.array_equal(centre_overlap, overlap)
+    for conservative in (False, True):  # and `uv_overlaps` gives those flags without the maps
+        assert np.array_equal(overlaps(uvs, faces, width, height, conservative, device), overlap)
     assert overlap.any() == (face_count in (17, 100, 600))  # the soups that do overlap
     for face_ids, weights in ((centre_ids, centre_bary), (ids, bary)):
         assert face_ids.min() >= -1 and face_ids.max() < face_count  # indices in range
@@ -343,6 +363,8 @@ def test_chunk_boundaries_do_not_change_the_result(
         assert np.array_equal(got[0], expected[0]), f"chunk {limit}"
         assert np.array_equal(got[1], expected[1]), f"chunk {limit}"
         assert np.array_equal(got[2], expected[2]), f"chunk {limit}"
+        only = overlaps(uvs, faces, 37, 23, conservative, device)
+        assert np.array_equal(only, expected[2]), f"uv_overlaps, chunk {limit}"
 
 
 def test_accepts_int32_faces_and_float64_uvs(device: str) -> None:

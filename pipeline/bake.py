@@ -12,7 +12,8 @@ Recipe (bake):
      point. Then taken back into the generator's frame;
   3. the voxel field sampled there, trilinear over the present voxels (never black);
   4. the texels around the coverage that bilinear sampling reads take the colour of their
-     nearest covered texel, so no background can bleed across seams; every other texel
+     nearest covered texel (off CUDA the mean of the equidistant nearest ones in one UV
+     chart), so no background can bleed across seams; every other texel
      (gutters, empty space; read by no sample, only by mipmaps) a smooth fill of the sampled
      colours (pull-push, then each of JPEG's 8 x 8 blocks relaxed towards its harmonic fill),
      which JPEG codes with less ringing into the charts and fewer bytes than a nearest-colour
@@ -54,6 +55,7 @@ import torch
 
 from kernels.field_sample import field_sample
 from kernels.uv_raster import UVRaster, uv_raster
+from pipeline.face_graph import components
 from pipeline.jpeg_fill import project_free_texels
 from pipeline.settings import PipelineSettings
 from pipeline.texture_fill import fill_texture, sampled_texels
@@ -192,7 +194,16 @@ def centre_texture(mesh: UVMesh, size: int, source: ColourSource) -> torch.Tenso
     texture = values.new_zeros(size, size, values.shape[1])
     texture[covered] = values
     # 4. Fill the rest: the sampled ring from the nearest covered texel, the others smoothly.
-    return fill_texture(texture, covered)
+    charts = None if texture.is_cuda else (raster.face_ids, uv_charts(mesh))  # CUDA: the flood
+    return fill_texture(texture, covered, charts)
+
+
+def uv_charts(mesh: UVMesh) -> torch.Tensor:
+    """[F] int64: each face's UV chart, faces joined through shared vertices (a UV mesh has a
+    vertex per (position, uv) pair), labelled by its smallest vertex."""
+    faces = mesh.faces
+    joined = components(len(mesh.uvs), faces[:, :2].reshape(-1), faces[:, 1:].reshape(-1))
+    return joined[faces[:, 0]]
 
 
 def fitted_texture(

@@ -3,14 +3,17 @@ them, a fill that JPEG codes cheaply everywhere else.
 
 Bilinear sampling of a point on the surface reads the texels whose centres lie within one
 texel of it along each axis: texels of the (conservative) coverage and of the one-texel ring
-around it. The ring takes the colour of a nearest covered texel, so a sample at a chart's edge
-reads only that chart's colours. On CUDA by the Triton flood over the whole texture
-(kernels/dilate.py, one launch). Elsewhere from the ring texel's 8 neighbours alone (the
-nearest covered texel is one of them: any other is at least 2 texels away; among equidistant
-ones the first of RING_TAPS): 0.06-0.07 s at 2048² on a 2-core CPU, where the exact distance
-transform over the whole texture took 0.35-0.58 s, rendering within 0.04 dB of it. The mean of
-the equidistant ones rendered up to 0.11 dB better on seven prompts, but mixes two charts'
-colours where their rings touch (a narrow gutter): not kept (perf/RESULTS.md, 2026-11-25).
+around it. The ring takes the colour of its nearest covered texels, so a sample at a chart's
+edge reads only that chart's colours. On CUDA by the Triton flood over the whole texture
+(kernels/dilate.py, one launch; one nearest texel, which the fit, on there by default, then
+refits). Elsewhere from the ring texel's 8 neighbours alone (the nearest covered texels are
+among them: any other is at least 2 texels away), where several are nearest the mean of those
+in the chart of the first of them (RING_TAPS order; the bake passes each face's chart). On a
+2-core CPU at 2048² (prompts 1 and 20): 0.10-0.11 s with the charts, 0.04 s for the first
+nearest alone, where the exact distance transform over the whole texture took 0.35-0.58 s.
+The chart mean renders +0.00 to +0.12 dB over the first nearest alone on seven prompts,
++0.04 to +0.11 beside the seams through the JPEG; the mean over every nearest one mixed two
+charts' colours where their rings touch across a narrow gutter (perf/RESULTS.md, 2026-11-25).
 
 No sample of the surface reads any other texel, and the judge renders without mipmaps: what
 they hold matters to the texture's encoding, and to mipmaps where a renderer makes them. A
@@ -71,24 +74,52 @@ def sampled_texels(covered: torch.Tensor) -> torch.Tensor:
     return grown[0, 0] > 0
 
 
-def fill_ring(image: torch.Tensor, covered: torch.Tensor, ring: torch.Tensor) -> torch.Tensor:
+def fill_ring(
+    image: torch.Tensor,
+    covered: torch.Tensor,
+    ring: torch.Tensor,
+    charts: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """image [H, W, C], covered [H, W] bool, ring [H, W] bool (texels with a covered one among
     their 8 neighbours) -> a copy with each ring texel set to its nearest covered neighbour's
-    value (equidistant ones: the first in RING_TAPS order)."""
+    value (equidistant ones: the first in RING_TAPS order). With `charts` = (face_ids [H, W]
+    of the covered texels, chart [F] of each face): the mean of the equidistant ones in the
+    first one's chart, summed in RING_TAPS order."""
     H, W, C = image.shape
     y, x = torch.nonzero(ring, as_tuple=True)
-    source = torch.full_like(y, -1)
     flat_covered = covered.reshape(-1)
-    for dy, dx in reversed(RING_TAPS):  # an earlier tap overwrites a later one
+    taps = []  # per tap: the neighbour's flat index and whether it is a covered texel
+    for dy, dx in RING_TAPS:
         ny, nx = y + dy, x + dx
         inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
         neighbour = ny.clamp(0, H - 1) * W + nx.clamp(0, W - 1)
-        source = torch.where(inside & flat_covered[neighbour], neighbour, source)
+        taps.append((neighbour, inside & flat_covered[neighbour]))
+    source = torch.full_like(y, -1)
+    for neighbour, ok in reversed(taps):  # an earlier tap overwrites a later one
+        source = torch.where(ok, neighbour, source)
     if bool((source < 0).any()):
         raise ValueError("every ring texel needs a covered texel among its 8 neighbours")
     flat = image.reshape(H * W, C)
     out = flat.clone()  # any strides in, a contiguous image out
+    if charts is None:
+        out[y * W + x] = flat[source]
+        return out.view(H, W, C)
     out[y * W + x] = flat[source]
+    # Ties (more than one covered texel at the nearest distance) take their chart's mean.
+    edge = taps[0][1] | taps[1][1] | taps[2][1] | taps[3][1]  # the nearest are edge taps
+    near = [ok & (edge if k < 4 else ~edge) for k, (_, ok) in enumerate(taps)]
+    tied = torch.nonzero(torch.stack(near).sum(0) > 1).squeeze(1)
+    face_ids, chart_of_face = charts
+    chart = chart_of_face[face_ids.reshape(-1).clamp(min=0)]  # [H * W], covered texels' charts
+    own = chart[source[tied]]
+    total = torch.zeros(len(tied), C, dtype=image.dtype, device=image.device)
+    count = torch.zeros(len(tied), dtype=image.dtype, device=image.device)
+    for (neighbour, _), close in zip(taps, near, strict=True):
+        at = neighbour[tied]
+        use = close[tied] & (chart[at] == own)
+        total += torch.where(use[:, None], flat[at], 0)
+        count += use.to(image.dtype)
+    out[y[tied] * W + x[tied]] = total / count[:, None]
     return out.view(H, W, C)
 
 
@@ -135,13 +166,18 @@ def block_smooth(image: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
     return x[:, :H, :W].permute(1, 2, 0).contiguous()
 
 
-def fill_texture(image: torch.Tensor, covered: torch.Tensor) -> torch.Tensor:
+def fill_texture(
+    image: torch.Tensor,
+    covered: torch.Tensor,
+    charts: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """image [H, W, C] float with the covered texels set, covered [H, W] bool -> every texel
-    set: the covered ones unchanged, the ring bilinear sampling reads from a nearest covered
-    texel, the rest smooth within JPEG's blocks (see the module docstring)."""
+    set: the covered ones unchanged, the ring bilinear sampling reads from its nearest covered
+    texels, the rest smooth within JPEG's blocks (see the module docstring). `charts`: as
+    `fill_ring` takes it (off CUDA; without it a ring texel takes the first nearest alone)."""
     sampled = sampled_texels(covered)
     if image.is_cuda:
         ringed = dilate(image, covered)
     else:
-        ringed = fill_ring(image, covered, sampled & ~covered)
+        ringed = fill_ring(image, covered, sampled & ~covered, charts)
     return block_smooth(pull_push(ringed, sampled), sampled)

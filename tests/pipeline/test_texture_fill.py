@@ -206,6 +206,30 @@ def test_fill_ring_takes_edge_neighbours_before_diagonals_in_a_fixed_order() -> 
         fill_ring(image, covered, ring | torch.eye(5, 6, dtype=torch.bool))
 
 
+def test_fill_ring_with_charts_takes_the_mean_of_the_nearest_in_the_first_ones_chart() -> None:
+    covered = torch.zeros(5, 6, dtype=torch.bool)
+    covered[0, 0] = covered[0, 1] = covered[1, 0] = True
+    covered[2, 0] = covered[2, 2] = covered[4, 5] = True
+    image = torch.arange(30, dtype=torch.float32).reshape(5, 6, 1).expand(5, 6, 2).clone()
+    ring = sampled_texels(covered) & ~covered
+    face_ids = torch.full((5, 6), -1)
+    face_ids[covered] = torch.arange(6)  # faces 0..5 in row-major order
+    one_chart = torch.zeros(6, dtype=torch.long)
+    out = fill_ring(image, covered, ring, (face_ids, one_chart))
+    assert out[1, 1, 0] == (1 + 6) / 2  # its two edge neighbours, not the diagonal (0, 0)
+    assert out[2, 1, 0] == (12 + 14) / 2  # left and right
+    assert out[3, 1, 0] == (12 + 14) / 2  # diagonals alone: the two covered ones
+    assert out[1, 2, 0] == 14 and out[3, 4, 0] == 29  # one nearest: its colour
+    # (2, 0) and (2, 2) in charts of their own: a tie between them takes the first tap's.
+    apart = torch.tensor([0, 0, 0, 1, 2, 3])
+    split = fill_ring(image, covered, ring, (face_ids, apart))
+    assert split[2, 1, 0] == 12 and split[3, 1, 0] == 12  # left, then up-left, first
+    assert split[1, 1, 0] == (1 + 6) / 2  # (0, 1) and (1, 0) share chart 0
+    plain = fill_ring(image, covered, ring)  # no charts: the first tap's everywhere
+    assert torch.equal(split[2:], plain[2:]) and plain[1, 1, 0] == 1
+    assert torch.equal(out[~ring], image[~ring]) and torch.equal(out[..., 0], out[..., 1])
+
+
 def test_sampled_texels_are_the_coverage_and_its_eight_neighbours() -> None:
     covered = torch.zeros(7, 7, dtype=torch.bool)
     covered[3, 3] = True

@@ -13,7 +13,9 @@ in the chart of the first of them (RING_TAPS order; the bake passes each face's 
 nearest alone, where the exact distance transform over the whole texture took 0.35-0.58 s.
 The chart mean renders +0.00 to +0.12 dB over the first nearest alone on seven prompts,
 +0.04 to +0.11 beside the seams through the JPEG; the mean over every nearest one mixed two
-charts' colours where their rings touch across a narrow gutter (perf/RESULTS.md, 2026-11-25).
+charts' colours where their rings touch across a narrow gutter. On CUDA the chart mean in
+place of the flood rendered +0.00 to +0.07 dB better for ~5 ms more bake: not taken
+(perf/RESULTS.md, 2026-11-25).
 
 No sample of the surface reads any other texel, and the judge renders without mipmaps: what
 they hold matters to the texture's encoding, and to mipmaps where a renderer makes them. A

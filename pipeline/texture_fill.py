@@ -103,10 +103,9 @@ def fill_ring(
         raise ValueError("every ring texel needs a covered texel among its 8 neighbours")
     flat = image.reshape(H * W, C)
     out = flat.clone()  # any strides in, a contiguous image out
-    if charts is None:
-        out[y * W + x] = flat[source]
-        return out.view(H, W, C)
     out[y * W + x] = flat[source]
+    if charts is None:
+        return out.view(H, W, C)
     # Ties (more than one covered texel at the nearest distance) take their chart's mean.
     edge = taps[0][1] | taps[1][1] | taps[2][1] | taps[3][1]  # the nearest are edge taps
     near = [ok & (edge if k < 4 else ~edge) for k, (_, ok) in enumerate(taps)]

@@ -156,13 +156,8 @@ def overlaps(
     uvs: np.ndarray, faces: np.ndarray, width: int, height: int, conservative: bool, device: str
 ) -> np.ndarray:
     """`uv_overlaps` on `device` (off CUDA the torch path without the maps) -> [F] bool."""
-    got = uv_overlaps(
-        torch.from_numpy(uvs).to(device),
-        torch.from_numpy(faces).to(device),
-        width,
-        height,
-        conservative,
-    )
+    soup = [torch.from_numpy(array).to(device) for array in (uvs, faces)]
+    got = uv_overlaps(*soup, width, height, conservative)
     assert got.shape == (len(faces),) and got.dtype == torch.bool
     return got.cpu().numpy()
 

@@ -124,27 +124,36 @@ def uv_overlaps(
     if triton is not None and uvs.is_cuda and _fits_triton(len(faces), width, height):
         return uv_raster(uvs, faces, width, height, conservative).overlapping
     uvs, faces = uvs.float(), faces.long()
-    interior, owners = [], []
+    claims = _Claims()
     for face_ids, texel, inside, bary in _candidates(uvs, faces, width, height, conservative):
+        claims.add(face_ids, texel, inside, bary)
+    return claims.shared(len(faces), width * height, uvs.device)
+
+
+class _Claims:
+    """The texel centres strictly inside a face (the open interior), gathered chunk by chunk,
+    and the faces on a centre so claimed twice or more."""
+
+    def __init__(self) -> None:
+        self.texels: list[torch.Tensor] = []
+        self.faces: list[torch.Tensor] = []
+
+    def add(
+        self, face_ids: torch.Tensor, texel: torch.Tensor, inside: torch.Tensor, bary: torch.Tensor
+    ) -> None:
         strictly = torch.nonzero((bary > 0).all(1) & inside).squeeze(1)
-        interior.append(texel[strictly])
-        owners.append(face_ids[strictly])
-    return _shared_faces(interior, owners, len(faces), width * height)
+        self.texels.append(texel[strictly])
+        self.faces.append(face_ids[strictly])
 
-
-def _shared_faces(
-    interior: list[torch.Tensor], owners: list[torch.Tensor], F: int, texels: int
-) -> torch.Tensor:
-    """Texels whose centre lies strictly inside a face, with their faces, chunk by chunk ->
-    [F] bool: the faces on a texel so claimed twice or more."""
-    device = owners[0].device if owners else torch.device("cpu")
-    overlapping = torch.zeros(F, dtype=torch.bool, device=device)
-    if not interior:
+    def shared(self, F: int, texels: int, device: torch.device) -> torch.Tensor:
+        """-> [F] bool."""
+        overlapping = torch.zeros(F, dtype=torch.bool, device=device)
+        if not self.texels:
+            return overlapping
+        texel = torch.cat(self.texels)
+        counts = torch.bincount(texel, minlength=texels)
+        overlapping[torch.cat(self.faces)[counts[texel] > 1]] = True
         return overlapping
-    texel = torch.cat(interior)
-    claims = torch.bincount(texel, minlength=texels)
-    overlapping[torch.cat(owners)[claims[texel] > 1]] = True
-    return overlapping
 
 
 # Columns of the per-face terms (`_face_terms`): for each edge (opposite corner a, b, c) its
@@ -299,13 +308,11 @@ def _uv_raster_torch(
     # Winner per texel as one integer: centre-inside first, then the lowest face id.
     best = torch.full((H * W,), 2 * F, dtype=torch.long, device=device)
     chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    interior, owners = [], []
+    claims = _Claims()
     for face_ids, texel, inside, bary in _candidates(uvs, faces, W, H, conservative):
         rank = torch.where(inside, 0, F) + face_ids
         best.scatter_reduce_(0, texel, rank, reduce="amin")  # integer min: order-free
-        strictly = torch.nonzero((bary > 0).all(1) & inside).squeeze(1)  # the open interior
-        interior.append(texel[strictly])
-        owners.append(face_ids[strictly])
+        claims.add(face_ids, texel, inside, bary)
         chunks.append((texel, rank, bary))
     face_map = torch.full((H * W,), -1, dtype=torch.long, device=device)
     bary_map = torch.zeros(H * W, 3, dtype=torch.float32, device=device)
@@ -314,7 +321,7 @@ def _uv_raster_torch(
         at = texel[won]
         face_map[at] = rank[won] % F
         bary_map[at] = bary[won]
-    overlapping = _shared_faces(interior, owners, F, H * W)
+    overlapping = claims.shared(F, H * W, device)
     return UVRaster(face_map.view(H, W), bary_map.view(H, W, 3), overlapping)
 
 

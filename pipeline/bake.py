@@ -254,7 +254,8 @@ def _extended(
     e1, e2 = corner[:, 1] - corner[:, 0], corner[:, 2] - corner[:, 0]
     twice = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
     e1x, e1y, e2x, e2y, twice = (t[face] for t in (e1[:, 0], e1[:, 1], e2[:, 0], e2[:, 1], twice))
-    dx = (columns.double() + 0.5) / size - corner[:, 0, 0][face]  # the centre's uv, from a
+    # The texel centre's uv less its face's first corner's.
+    dx = (columns.double() + 0.5) / size - corner[:, 0, 0][face]
     dy = (rows.double() + 0.5) / size - corner[:, 0, 1][face]
     b1 = (dx * e2y - dy * e2x) / twice
     b2 = (e1x * dy - e1y * dx) / twice

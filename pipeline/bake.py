@@ -12,8 +12,8 @@ Recipe (bake):
      point. Then taken back into the generator's frame;
   3. the voxel field sampled there, trilinear over the present voxels (never black);
   4. the texels around the coverage that bilinear sampling reads take the colour of their
-     nearest covered texel (off CUDA the mean of the equidistant nearest ones in one UV
-     chart), so no background can bleed across seams; every other texel
+     nearest covered texel (the mean of the equidistant nearest ones in one UV chart,
+     kernels/ring_fill.py), so no background can bleed across seams; every other texel
      (gutters, empty space; read by no sample, only by mipmaps) a smooth fill of the sampled
      colours (pull-push, then each of JPEG's 8 x 8 blocks relaxed towards its harmonic fill),
      which JPEG codes with less ringing into the charts and fewer bytes than a nearest-colour
@@ -194,8 +194,7 @@ def centre_texture(mesh: UVMesh, size: int, source: ColourSource) -> torch.Tenso
     texture = values.new_zeros(size, size, values.shape[1])
     texture[covered] = values
     # 4. Fill the rest: the sampled ring from the nearest covered texel, the others smoothly.
-    charts = None if texture.is_cuda else (raster.face_ids, uv_charts(mesh))  # CUDA: the flood
-    return fill_texture(texture, covered, charts)
+    return fill_texture(texture, covered, (raster.face_ids, uv_charts(mesh)))
 
 
 def uv_charts(mesh: UVMesh) -> torch.Tensor:

@@ -1,20 +1,19 @@
 """The baked texture's empty texels: the nearest chart colour where bilinear sampling reads
 them, a fill that JPEG codes cheaply everywhere else.
 
-Bilinear sampling of a point on the surface reads the texels whose centres lie within one
-texel of it along each axis: texels of the (conservative) coverage and of the one-texel ring
-around it. The ring takes the colour of its nearest covered texels, so a sample at a chart's
-edge reads only that chart's colours. On CUDA by the Triton flood over the whole texture
-(kernels/dilate.py, one launch; one nearest texel, which the fit, on there by default, then
-refits). Elsewhere from the ring texel's 8 neighbours alone (the nearest covered texels are
-among them: any other is at least 2 texels away), where several are nearest the mean of those
-in the chart of the first of them (RING_TAPS order; the bake passes each face's chart). On a
-2-core CPU at 2048² (prompts 1 and 20): 0.09-0.10 s with the charts, 0.04 s for the first
-nearest alone, where the exact distance transform over the whole texture took 0.35-0.58 s.
-The chart mean renders +0.00 to +0.12 dB over the first nearest alone on seven prompts,
-+0.04 to +0.11 beside the seams through the JPEG; the mean over every nearest one mixed two
-charts' colours where their rings touch across a narrow gutter. On CUDA the chart mean in
-place of the flood rendered +0.00 to +0.07 dB better for ~5 ms more bake: not taken
+Bilinear sampling of a point on the surface reads the texels whose centres lie within one texel
+of it along each axis: texels of the (conservative) coverage and of the one-texel ring around
+it. The ring takes the colour of its nearest covered texels, so a sample at a chart's edge
+reads only that chart's colours: from the ring texel's 8 neighbours alone (the nearest covered
+texels are among them: any other is at least 2 texels away), where several are nearest the mean
+of those in the UV chart of the first of them (kernels/ring_fill.py; the bake passes each
+face's chart, 1.8-2.3 ms on the H100 for the prompts' meshes). One Triton launch on CUDA
+(0.40-0.43 ms at 2048² on the H100, where the jump flood that filled the whole texture before
+took 0.40-0.58), torch on the CPU (0.09-0.10 s on a 2-core CPU, where the exact distance
+transform took 0.35-0.58 s). The chart mean renders +0.00 to +0.12 dB over the first nearest
+alone on seven prompts on the CPU path, +0.00 to +0.07 on CUDA (after the fit, which refits the
+ring), beside the seams through the JPEG +0.04 to +0.11 and -0.01 to +0.09; the mean over every
+nearest one mixed two charts' colours where their rings touch across a narrow gutter
 (perf/RESULTS.md, 2026-11-25).
 
 No sample of the surface reads any other texel, and the judge renders without mipmaps: what
@@ -39,7 +38,7 @@ chart colours only. Measured on the H100 (perf/RESULTS.md, 2026-11-24), the 24 p
 render PSNR (median +0.14, seams +0.39), 14-49% fewer texture bytes, ~3 ms more at 2048²;
 the texels that samples read the same bits.
 
-Deterministic: fixed-order pooling and upsampling (no atomics) and the flood's own order.
+Deterministic: fixed-order sums, pooling and upsampling (no atomics).
 """
 
 from __future__ import annotations
@@ -48,9 +47,9 @@ import torch
 import torch.nn.functional as F
 
 from kernels.block_smooth import BLOCK, relax_blocks
-from kernels.dilate import dilate
+from kernels.ring_fill import fill_ring
 
-__all__ = ["block_smooth", "fill_ring", "fill_texture", "pull_push", "sampled_texels"]
+__all__ = ["block_smooth", "fill_texture", "pull_push", "sampled_texels"]
 
 # JPEG's block side: pipeline/jpeg.py's strips are whole blocks from the texture's corner.
 JPEG_BLOCK = BLOCK
@@ -64,9 +63,6 @@ OVER_RELAXATION = 1.7
 # A covered texel's weight at a level is the share of its block covered, at least 4^-levels;
 # this only keeps empty blocks' 0 / 0 at 0.
 TINY_WEIGHT = 1e-30
-# A ring texel's candidate sources off CUDA, nearest first: the four edge neighbours
-# (distance 1), then the four diagonal ones (sqrt 2), as (dy, dx).
-RING_TAPS = ((-1, 0), (0, -1), (0, 1), (1, 0), (-1, -1), (-1, 1), (1, -1), (1, 1))
 
 
 def sampled_texels(covered: torch.Tensor) -> torch.Tensor:
@@ -74,54 +70,6 @@ def sampled_texels(covered: torch.Tensor) -> torch.Tensor:
     every texel that bilinear sampling of a covered point can read."""
     grown = F.max_pool2d(covered[None, None].float(), 3, stride=1, padding=1)
     return grown[0, 0] > 0
-
-
-def fill_ring(
-    image: torch.Tensor,
-    covered: torch.Tensor,
-    ring: torch.Tensor,
-    charts: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """image [H, W, C], covered [H, W] bool, ring [H, W] bool (texels with a covered one among
-    their 8 neighbours) -> a copy with each ring texel set to its nearest covered neighbour's
-    value (equidistant ones: the first in RING_TAPS order). With `charts` = (face_ids [H, W]
-    of the covered texels, chart [F] of each face): the mean of the equidistant ones in the
-    first one's chart, summed in RING_TAPS order."""
-    H, W, C = image.shape
-    y, x = torch.nonzero(ring, as_tuple=True)
-    flat_covered = covered.reshape(-1)
-    taps = []  # per tap: the neighbour's flat index and whether it is a covered texel
-    for dy, dx in RING_TAPS:
-        ny, nx = y + dy, x + dx
-        inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
-        neighbour = ny.clamp(0, H - 1) * W + nx.clamp(0, W - 1)
-        taps.append((neighbour, inside & flat_covered[neighbour]))
-    source = torch.full_like(y, -1)
-    for neighbour, ok in reversed(taps):  # an earlier tap overwrites a later one
-        source = torch.where(ok, neighbour, source)
-    if bool((source < 0).any()):
-        raise ValueError("every ring texel needs a covered texel among its 8 neighbours")
-    flat = image.reshape(H * W, C)
-    out = flat.clone()  # any strides in, a contiguous image out
-    out[y * W + x] = flat[source]
-    if charts is None:
-        return out.view(H, W, C)
-    # Ties (more than one covered texel at the nearest distance) take their chart's mean.
-    edge = taps[0][1] | taps[1][1] | taps[2][1] | taps[3][1]  # the nearest are edge taps
-    near = [ok & (edge if k < 4 else ~edge) for k, (_, ok) in enumerate(taps)]
-    tied = torch.nonzero(torch.stack(near).sum(0) > 1).squeeze(1)
-    face_ids, chart_of_face = charts
-    flat_faces = face_ids.reshape(-1)
-    own = chart_of_face[flat_faces[source[tied]]]
-    total = torch.zeros(len(tied), C, dtype=image.dtype, device=image.device)
-    count = torch.zeros(len(tied), dtype=image.dtype, device=image.device)
-    for (neighbour, _), close in zip(taps, near, strict=True):
-        at = neighbour[tied]
-        use = close[tied] & (chart_of_face[flat_faces[at].clamp(min=0)] == own)
-        total += torch.where(use[:, None], flat[at], 0)
-        count += use.to(image.dtype)
-    out[y[tied] * W + x[tied]] = total / count[:, None]
-    return out.view(H, W, C)
 
 
 def pull_push(image: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
@@ -175,10 +123,7 @@ def fill_texture(
     """image [H, W, C] float with the covered texels set, covered [H, W] bool -> every texel
     set: the covered ones unchanged, the ring bilinear sampling reads from its nearest covered
     texels, the rest smooth within JPEG's blocks (see the module docstring). `charts`: as
-    `fill_ring` takes it (off CUDA; without it a ring texel takes the first nearest alone)."""
+    `fill_ring` takes it (without it a ring texel takes the first nearest alone)."""
     sampled = sampled_texels(covered)
-    if image.is_cuda:
-        ringed = dilate(image, covered)
-    else:
-        ringed = fill_ring(image, covered, sampled & ~covered, charts)
+    ringed = fill_ring(image, covered, sampled & ~covered, charts)
     return block_smooth(pull_push(ringed, sampled), sampled)

@@ -72,8 +72,9 @@ class Kernel:
         return f"{self.module}.{self.name}{suffix}"
 
 
-# dilate(texture [S, S, 3] float32, covered) in the bake's fill, S = 2048: no keep mask, int32
-# distances (not WIDE); the first pass reads the mask as uint8, the last gathers the image.
+# dilate(texture [S, S, 3] float32, covered), as the bake's fill launched it before ring_fill,
+# S = 2048: no keep mask, int32 distances (not WIDE); the first pass reads the mask as uint8,
+# the last gathers the image.
 _FLOOD = {"image_ptr": F32, "keep_ptr": "*u8", "H": "i32", "W": "i32", "shift": "i32"}
 _FLOOD_KEYS = {"C": 3, "HAS_KEEP": False, "WIDE": False}
 
@@ -306,6 +307,22 @@ KERNELS = [
         },
         lambda m: {"C": 3, "BLOCK": m.GATHER_BLOCK},
         multiples_of_16=("H", "W"),
+    ),
+    *(
+        Kernel(
+            "ring_fill", "_ring_fill_kernel",
+            {
+                "image_ptr": F32, "covered_ptr": "*u8", "ring_ptr": "*u8", "face_ptr": I64,
+                "chart_ptr": I64, "out_ptr": F32, "H": "i32", "W": "i32",
+            },
+            lambda m, channels=channels: {
+                "C": channels, "HAS_CHARTS": True, "BLOCK_Y": m.BLOCK_Y, "BLOCK_X": m.BLOCK_X,
+                "num_warps": m.NUM_WARPS,
+            },
+            variant=f"C={channels}", multiples_of_16=("H", "W"),
+            in_ptx=("div.rn.f32",),  # the chart mean's correctly rounded division
+        )
+        for channels in (3, 5)  # the bake's colour; colour, metallic and roughness at once
     ),
     Kernel(
         "segment_sums", "_words_kernel",

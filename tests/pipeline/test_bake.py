@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import distance_transform_edt
 
+from kernels.ring_fill import RING_TAPS
 from kernels.uv_raster import uv_raster
 from perf.quality_metrics import sample_bilinear
 from pipeline.atlas import unwrap
@@ -26,7 +27,7 @@ from pipeline.generators.inflate import InflateGenerator
 from pipeline.glb import write_glb
 from pipeline.mesh import process_mesh
 from pipeline.settings import PipelineSettings
-from pipeline.texture_fill import RING_TAPS, sampled_texels
+from pipeline.texture_fill import sampled_texels
 from pipeline.types import Frame, PreparedImage, RawAsset, TexturedMesh, UVMesh
 
 TEXTURE_SIZE = 256

@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 
 from kernels.dilate import dilate
+from kernels.ring_fill import fill_ring
 from pipeline.jpeg import encode_jpeg
 from pipeline.texture_fill import (
     JPEG_BLOCK,
     OVER_RELAXATION,
     SMOOTH_ROUNDS,
     block_smooth,
-    fill_ring,
     fill_texture,
     pull_push,
     sampled_texels,
@@ -170,8 +170,7 @@ def test_the_ring_copies_a_nearest_covered_texel_and_the_rest_is_smooth(device: 
     assert ring.any() and (~sampled_texels(covered)).any()
     assert torch.equal(out[covered], image[covered])
     sampled = sampled_texels(covered)
-    # On CUDA the Triton flood over the whole texture, elsewhere the ring's neighbour look.
-    ringed = dilate(image, covered) if image.is_cuda else fill_ring(image, covered, ring)
+    ringed = fill_ring(image, covered, ring)  # the Triton kernel on CUDA: the same bits
     assert torch.equal(out[ring], ringed[ring])
     assert torch.equal(out, block_smooth(pull_push(ringed, sampled), sampled))
     # Brute force: each ring texel holds the colour of one of its nearest covered texels.
@@ -187,47 +186,6 @@ def test_the_ring_copies_a_nearest_covered_texel_and_the_rest_is_smooth(device: 
     low, high = image[covered].amin(0), image[covered].amax(0)
     assert (out >= low - 1e-6).all() and (out <= high + 1e-6).all()  # chart colours' means
     assert torch.equal(fill_texture(image, covered), out)  # the same bits twice
-
-
-def test_fill_ring_takes_edge_neighbours_before_diagonals_in_a_fixed_order() -> None:
-    covered = torch.zeros(5, 6, dtype=torch.bool)
-    covered[0, 0] = covered[0, 1] = covered[1, 0] = True  # (1, 1): edges (0, 1), (1, 0)
-    covered[4, 5] = True  # (3, 4): only the diagonal (+1, +1); (4, 4): its right neighbour
-    image = torch.arange(30, dtype=torch.float32).reshape(5, 6, 1).expand(5, 6, 2).clone()
-    ring = sampled_texels(covered) & ~covered
-    out = fill_ring(image, covered, ring)
-    assert out[1, 1, 0] == 1  # up before left, and both before the diagonal (0, 0)
-    assert out[1, 2, 0] == 1 and out[2, 1, 0] == 6  # only diagonals: (-1, -1) first
-    assert out[3, 4, 0] == 29 and out[4, 4, 0] == 29 and out[3, 5, 0] == 29
-    assert torch.equal(out[~ring], image[~ring]) and torch.equal(out[..., 0], out[..., 1])
-    strided = torch.cat((image, image), 2)[..., ::2]  # a view with other strides
-    assert not strided.is_contiguous() and torch.equal(fill_ring(strided, covered, ring), out)
-    with pytest.raises(ValueError, match="8 neighbours"):
-        fill_ring(image, covered, ring | torch.eye(5, 6, dtype=torch.bool))
-
-
-def test_fill_ring_with_charts_takes_the_mean_of_the_nearest_in_the_first_ones_chart() -> None:
-    covered = torch.zeros(5, 6, dtype=torch.bool)
-    covered[0, 0] = covered[0, 1] = covered[1, 0] = True
-    covered[2, 0] = covered[2, 2] = covered[4, 5] = True
-    image = torch.arange(30, dtype=torch.float32).reshape(5, 6, 1).expand(5, 6, 2).clone()
-    ring = sampled_texels(covered) & ~covered
-    face_ids = torch.full((5, 6), -1)
-    face_ids[covered] = torch.arange(6)  # faces 0..5 in row-major order
-    one_chart = torch.zeros(6, dtype=torch.long)
-    out = fill_ring(image, covered, ring, (face_ids, one_chart))
-    assert out[1, 1, 0] == (1 + 6) / 2  # its two edge neighbours, not the diagonal (0, 0)
-    assert out[2, 1, 0] == (12 + 14) / 2  # left and right
-    assert out[3, 1, 0] == (12 + 14) / 2  # diagonals alone: the two covered ones
-    assert out[1, 2, 0] == 14 and out[3, 4, 0] == 29  # one nearest: its colour
-    # (2, 0) and (2, 2) in charts of their own: a tie between them takes the first tap's.
-    apart = torch.tensor([0, 0, 0, 1, 2, 3])
-    split = fill_ring(image, covered, ring, (face_ids, apart))
-    assert split[2, 1, 0] == 12 and split[3, 1, 0] == 12  # left, then up-left, first
-    assert split[1, 1, 0] == (1 + 6) / 2  # (0, 1) and (1, 0) share chart 0
-    plain = fill_ring(image, covered, ring)  # no charts: the first tap's everywhere
-    assert torch.equal(split[2:], plain[2:]) and plain[1, 1, 0] == 1
-    assert torch.equal(out[~ring], image[~ring]) and torch.equal(out[..., 0], out[..., 1])
 
 
 def test_sampled_texels_are_the_coverage_and_its_eight_neighbours() -> None:

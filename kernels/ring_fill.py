@@ -45,7 +45,9 @@ BLOCK_Y, BLOCK_X, NUM_WARPS = 8, 128, 4
 Charts = tuple[torch.Tensor, torch.Tensor]
 
 
-def _check(image: torch.Tensor, covered: torch.Tensor, ring: torch.Tensor, charts: Charts | None):
+def _check(
+    image: torch.Tensor, covered: torch.Tensor, ring: torch.Tensor, charts: Charts | None
+) -> None:
     if image.ndim != 3:
         raise ValueError(f"image must be [H, W, C], got {tuple(image.shape)}")
     shape = tuple(image.shape[:2])
@@ -87,7 +89,9 @@ def _ring_torch(
     for neighbour, ok in reversed(taps):  # an earlier tap overwrites a later one
         source = torch.where(ok, neighbour, source)
     found = source >= 0
-    y, x, source, taps = y[found], x[found], source[found], [(n[found], k[found]) for n, k in taps]
+    if not bool(found.all()):  # ring texels with no covered neighbour keep their value
+        y, x, source = y[found], x[found], source[found]
+        taps = [(neighbour[found], ok[found]) for neighbour, ok in taps]
     flat = image.reshape(H * W, C)
     out = flat.clone()  # any strides in, a contiguous image out
     out[y * W + x] = flat[source]

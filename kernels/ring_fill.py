@@ -1,25 +1,26 @@
 """fill_ring: the texels just outside the coverage set from their nearest covered neighbours.
 
 `fill_ring(image, covered, ring, charts)`: image [H, W, C], covered [H, W] bool, ring [H, W]
-bool (uncovered texels, in the bake those with a covered texel among their 8 neighbours) ->
-a copy with each ring texel set from its nearest covered neighbours: the four edge
-neighbours (distance 1) if any is covered, else the four diagonal ones (sqrt 2); the nearest
-covered texels are always among them, as any other is at least 2 texels away. Where several
-are nearest: with `charts` = (face_ids [H, W] of the covered texels, chart [F] of each face),
-the mean of those in the chart of the first of them in RING_TAPS order, summed in that order;
-without, the first alone. A ring texel with no covered neighbour keeps its value, as does
-every texel outside the ring. pipeline/texture_fill.py fills the ring bilinear sampling
+bool (uncovered texels, in the bake those with a covered texel among their 8 neighbours) -> a
+copy with each ring texel set from its nearest covered neighbours: the four edge neighbours
+(distance 1) if any is covered, else the four diagonal ones (sqrt 2); the nearest covered
+texels are always among them, as any other is at least 2 texels away. Where several are
+nearest: with `charts` = (face_ids [H, W] of the covered texels, chart [F] of each face), the
+mean of those in the chart of the first of them in RING_TAPS order, summed in that order (face
+ids of covered texels in 0..F-1; a negative one reads as face 0, no index leaves the chart
+table); without, the first alone. A ring texel with no covered neighbour keeps its value, as
+does every texel outside the ring. pipeline/texture_fill.py fills the ring bilinear sampling
 reads this way, so a sample at a chart's edge reads that chart's colours only.
 
 Paths, chosen by device:
-- Triton (float32 CUDA images; CPU ones under TRITON_INTERPRET=1 through `_ring_triton`): one lane
-  per texel of a tile, one launch. Each ring texel reads its 8 neighbours' coverage, face and
-  chart; the mean is the same float32 sum in RING_TAPS order and one IEEE division.
+- Triton (float32 CUDA images; CPU ones under TRITON_INTERPRET=1 through `_ring_triton`): one
+  lane per texel of a tile, one launch. Each ring texel reads its 8 neighbours' coverage, face
+  and chart; the mean is the same float32 sum in RING_TAPS order and one IEEE division.
 - `_ring_torch` (any device, the CPU path): the ring texels' taps as flat indices; the
   charts gathered for the tied texels only.
 - `fill_ring_reference` (numpy, texel by texel): for small images.
-The three give the same bits: integer choices, then the same float32 additions in one order
-and a correctly rounded division. No atomics.
+The three give the same bits: integer choices, then the same additions (in the image's dtype)
+in one order and a correctly rounded division. No atomics.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def _ring_torch(
     tied = torch.nonzero(torch.stack(near).sum(0) > 1).squeeze(1)
     face_ids, chart_of_face = charts
     flat_faces = face_ids.reshape(-1)
-    own = chart_of_face[flat_faces[source[tied]]]
+    own = chart_of_face[flat_faces[source[tied]].clamp(min=0)]
     total = torch.zeros(len(tied), C, dtype=image.dtype, device=image.device)
     count = torch.zeros(len(tied), dtype=image.dtype, device=image.device)
     for (neighbour, _), close in zip(taps, near, strict=True):
@@ -136,11 +137,11 @@ def fill_ring_reference(
             out[y, x] = image[near[0]]
             continue
         face_ids, chart_of_face = charts
-        own = chart_of_face[face_ids[near[0]]]
+        own = chart_of_face[max(face_ids[near[0]], 0)]
         total = np.zeros_like(image[y, x])
         count = 0
         for p in near:
-            if chart_of_face[face_ids[p]] == own:
+            if chart_of_face[max(face_ids[p], 0)] == own:
                 total = total + image[p]  # in the image's dtype, tap by tap
                 count += 1
         out[y, x] = total / image.dtype.type(count)
@@ -171,7 +172,7 @@ if triton is not None:
 
     @triton.jit
     def _same_chart(face_ptr, chart_ptr, index, near, own):
-        face = tl.load(face_ptr + index, mask=near, other=0)
+        face = tl.maximum(tl.load(face_ptr + index, mask=near, other=0), 0)
         return near & (tl.load(chart_ptr + face, mask=near, other=-1) == own)
 
     @triton.jit
@@ -211,7 +212,7 @@ if triton is not None:
         first = tl.where(edge, first, tl.where(n4, i4, tl.where(n5, i5, tl.where(n6, i6, i7))))
         found = edge | n4 | n5 | n6 | n7
         if HAS_CHARTS:
-            first_face = tl.load(face_ptr + first, mask=found, other=0)
+            first_face = tl.maximum(tl.load(face_ptr + first, mask=found, other=0), 0)
             chart = tl.load(chart_ptr + first_face, mask=found, other=-1)
             u0 = _same_chart(face_ptr, chart_ptr, i0, ok0, chart)
             u1 = _same_chart(face_ptr, chart_ptr, i1, ok1, chart)

@@ -3,10 +3,11 @@
 - `edge_pairs`: the two faces across every edge shared by exactly two faces (a sort of the
   undirected edge keys; an edge of three or more faces joins nothing).
 - `components`: connected components by hooking and pointer jumping (Shiloach and Vishkin
-  1982): every edge hooks the larger of its two roots under the smaller (an integer
-  `scatter_reduce` amin, order-free), then each label jumps to its label's label until
-  stable; O(log n) rounds, each a few kernels and one host check. The label of a component
-  is its smallest member, so the result depends only on the graph. On CUDA, graphs up to
+  1982): every edge hooks the larger of its ends' labels under the smaller (an integer
+  `scatter_reduce` amin, order-free), then each label jumps to its label's label (three times
+  a round, a host check for a settled forest every two rounds); O(log n) rounds, each a few
+  kernels. The label of a component is its smallest member, so the result depends only on the
+  graph (kernels/components.py gives the argument). On CUDA, graphs up to
   ONE_PROGRAM_MAX_EDGES edges run the same rule in one Triton program instead
   (kernels/components.py: one launch, no host checks); on the CPU, scipy's union-find.
 - `SegmentSums`, `group_sums`: float sums per group, exact and order-free: the values in
@@ -41,10 +42,16 @@ __all__ = [
 
 # Rounds of hooking before giving up; log2 of any face count we see is far below.
 MAX_ROUNDS = 64
+# The hooking's rounds between host checks, and pointer jumps a round (a chain 8 times shorter
+# each round). On the H100 against a check after every round and every jump: the prompts' UV
+# meshes (bake.uv_charts, 160k edges) 1.24-1.74 -> 0.52-0.90 ms, a shuffled 100k path 3.68 ->
+# 1.41, the same labels (perf/RESULTS.md, 2026-11-25).
+ROUNDS_PER_CHECK, JUMPS_PER_ROUND = 2, 3
 # Graphs on CUDA up to this many edges take one Triton program (kernels/components.py), which
 # works through them a block at a time; larger ones the hooking's parallel rounds. H200, paths
 # in random order: one program 0.17 ms against 1.53 at 4k edges, 0.55 / 1.93 at 16k, even at
-# 65k (2.09 / 2.24), 9.1 / 2.6 at 261k (perf/RESULTS.md).
+# 65k (2.09 / 2.24), 9.1 / 2.6 at 261k (perf/RESULTS.md). With the hooking's checks every two
+# rounds (H100): 0.20 / 0.93 at 4k, 0.63 / 1.17 at 16k, 1.32 / 1.16 at 32k: near break-even.
 ONE_PROGRAM_MAX_EDGES = 1 << 15
 # `rank_by_first` numbers labels through a table of `bound` entries up to this many per element.
 DENSE_RANK_PER_ELEMENT = 16
@@ -85,12 +92,21 @@ def components(n: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def components_hooking(n: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """`components` by hooking and pointer jumping, on any device."""
+    """`components` by hooking and pointer jumping, on any device: ROUNDS_PER_CHECK rounds
+    of a hooking and JUMPS_PER_ROUND jumps between host checks for a settled forest; past
+    MAX_ROUNDS rounds, rounds that each jump until stable, from where it got to."""
     label = torch.arange(n, device=a.device)
+    for _ in range(0, MAX_ROUNDS, ROUNDS_PER_CHECK):
+        for _ in range(ROUNDS_PER_CHECK):
+            label = _hooked(label, a, b)
+            for _ in range(JUMPS_PER_ROUND):
+                label = label[label]
+        # Every edge within one label and every label a root: each component then carries
+        # one label, its smallest node (kernels/components.py's argument).
+        if bool(((label[a] == label[b]).all() & (label[label] == label).all()).item()):
+            return label
     for _ in range(MAX_ROUNDS):
-        la, lb = label[a], label[b]
-        lo, hi = torch.minimum(la, lb), torch.maximum(la, lb)
-        hooked = label.scatter_reduce(0, hi, lo, "amin")
+        hooked = _hooked(label, a, b)
         while True:  # pointer jumping: each label to its root
             jumped = hooked[hooked]
             if torch.equal(jumped, hooked):
@@ -99,7 +115,13 @@ def components_hooking(n: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
         if torch.equal(hooked, label):
             return label
         label = hooked
-    raise RuntimeError(f"components did not settle in {MAX_ROUNDS} rounds")
+    raise RuntimeError(f"components did not settle in {2 * MAX_ROUNDS} rounds")
+
+
+def _hooked(label: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """One hooking: each edge's larger label takes the smaller (an integer amin, order-free)."""
+    la, lb = label[a], label[b]
+    return label.scatter_reduce(0, torch.maximum(la, lb), torch.minimum(la, lb), "amin")
 
 
 def components_scipy(n: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

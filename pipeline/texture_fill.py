@@ -7,7 +7,7 @@ it. The ring takes the colour of its nearest covered texels, so a sample at a ch
 reads only that chart's colours: from the ring texel's 8 neighbours alone (the nearest covered
 texels are among them: any other is at least 2 texels away), where several are nearest the mean
 of those in the UV chart of the first of them (kernels/ring_fill.py; the bake passes each
-face's chart, 1.8-2.3 ms on the H100 for the prompts' meshes). One Triton launch on CUDA
+face's chart, 0.7-0.8 ms on the H100 for the prompts' meshes). One Triton launch on CUDA
 (0.40-0.43 ms at 2048² on the H100, where the jump flood that filled the whole texture before
 took 0.40-0.58), torch on the CPU (0.09-0.10 s on a 2-core CPU, where the exact distance
 transform took 0.35-0.58 s). The chart mean renders +0.00 to +0.12 dB over the first nearest

@@ -9,6 +9,7 @@ import pytest
 import torch
 import trimesh
 
+import pipeline.face_graph as face_graph
 from pipeline.face_graph import (
     ONE_PROGRAM_MAX_EDGES,
     components,
@@ -66,6 +67,22 @@ def test_hooking_a_path_in_order_settles_to_one_label(n: int) -> None:
     a = torch.arange(n - 1)
     assert torch.equal(components_hooking(n, a, a + 1), torch.zeros(n, dtype=torch.int64))
     assert torch.equal(components_hooking(n, a + 1, a), torch.zeros(n, dtype=torch.int64))
+
+
+def test_hooking_past_its_batched_rounds_finishes_with_rounds_that_jump_until_stable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two batched rounds leave the in-order path's labels 64 apart: the later rounds finish.
+    calls = []
+    hooked = face_graph._hooked
+    monkeypatch.setattr(face_graph, "MAX_ROUNDS", 2)
+    monkeypatch.setattr(face_graph, "_hooked", lambda *args: calls.append(1) or hooked(*args))
+    a = torch.arange(4096)
+    assert torch.equal(components_hooking(4097, a, a + 1), torch.zeros(4097, dtype=torch.int64))
+    assert len(calls) > 2
+    monkeypatch.setattr(face_graph, "MAX_ROUNDS", 0)
+    with pytest.raises(RuntimeError, match="did not settle"):
+        components_hooking(4097, a, a + 1)
 
 
 def test_components_without_edges_are_singletons() -> None:

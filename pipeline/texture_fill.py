@@ -9,7 +9,7 @@ texels are among them: any other is at least 2 texels away), where several are n
 of those in the UV chart of the first of them (kernels/ring_fill.py; the bake passes each
 face's chart, 0.7-0.8 ms on the H100 for the prompts' meshes). One Triton launch on CUDA
 (0.40-0.43 ms at 2048² on the H100, where the jump flood that filled the whole texture before
-took 0.40-0.58), torch on the CPU (0.09-0.10 s on a 2-core CPU, where the exact distance
+took 0.40-0.58), torch on the CPU (0.09-0.14 s on a 2-core CPU, where the exact distance
 transform took 0.35-0.58 s). The chart mean renders +0.00 to +0.12 dB over the first nearest
 alone on seven prompts on the CPU path, +0.00 to +0.07 on CUDA (after the fit, which refits the
 ring), beside the seams through the JPEG +0.04 to +0.11 and -0.01 to +0.09; the mean over every

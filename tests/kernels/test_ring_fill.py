@@ -49,41 +49,33 @@ def on(device: str, image, covered, ring, charts):
 SHAPES = [(13, 17, 3, 0.3, 3), (40, 33, 5, 0.1, 4), (8, 128, 1, 0.5, 1), (31, 150, 3, 0.05, 6)]
 
 
-@pytest.mark.parametrize(("H", "W", "C", "share", "charts"), SHAPES)
+def shaped_case(shape: tuple, seed: int, with_charts: bool, dtype=torch.float32):
+    """`case` for one of SHAPES (H, W, C, share, charts), the charts dropped unless asked."""
+    H, W, C, share, charts = shape
+    image, covered, ring, labels = case(seed + H * W + C, H, W, C, share, charts, dtype)
+    return image, covered, ring, labels if with_charts else None
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("with_charts", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_torch_path_matches_the_reference(
-    device: str,
-    H: int,
-    W: int,
-    C: int,
-    share: float,
-    charts: int,
-    with_charts: bool,
-    dtype: torch.dtype,
+    device: str, shape: tuple, with_charts: bool, dtype: torch.dtype
 ) -> None:
-    image, covered, ring, labels = case(H * W + C, H, W, C, share, charts, dtype)
-    labels = labels if with_charts else None
-    out = _ring_torch(*on(device, image, covered, ring, labels))
-    np.testing.assert_array_equal(out.cpu().numpy(), reference(image, covered, ring, labels))
+    inputs = shaped_case(shape, 0, with_charts, dtype)
+    out = _ring_torch(*on(device, *inputs))
+    np.testing.assert_array_equal(out.cpu().numpy(), reference(*inputs))
 
 
-@pytest.mark.parametrize(("H", "W", "C", "share", "charts"), SHAPES)
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("with_charts", [False, True])
 def test_triton_kernel_matches_the_reference(
-    triton_device: str,
-    H: int,
-    W: int,
-    C: int,
-    share: float,
-    charts: int,
-    with_charts: bool,
+    triton_device: str, shape: tuple, with_charts: bool
 ) -> None:
-    image, covered, ring, labels = case(H * W + C + 1, H, W, C, share, charts)
-    labels = labels if with_charts else None
-    args = on(triton_device, image, covered, ring, labels)
+    inputs = shaped_case(shape, 1, with_charts)
+    args = on(triton_device, *inputs)
     out = _ring_triton(*args, block=(8, 128))
-    np.testing.assert_array_equal(out.cpu().numpy(), reference(image, covered, ring, labels))
+    np.testing.assert_array_equal(out.cpu().numpy(), reference(*inputs))
     assert torch.equal(_ring_triton(*args, block=(8, 128)), out)  # the same bits twice
 
 

@@ -84,7 +84,10 @@ EXPECTED_UTILISATION = 0.6
 # each piece keeps the one whose bounding box is smallest. Ragged diagonal pieces fill their
 # boxes far better turned.
 ORIENTATIONS = 12
-ORIENT_BATCH = 1 << 17
+# Face turns whose boxes are taken at once: all 12 turns of an 80k-face mesh in one set of
+# launches (~150 MB of float64 temporaries at most; 5-14 ms less atlas on the prompts than
+# the turns one at a time, H100: perf/RESULTS.md, 2026-11-25).
+ORIENT_BATCH = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -179,15 +182,20 @@ def _oriented(corners: torch.Tensor, piece: torch.Tensor, count: int) -> torch.T
     cos, sin = torch.cos(angles), torch.sin(angles)
     rotation = torch.stack((torch.stack((cos, -sin), 1), torch.stack((sin, cos), 1)), 1)
     # The turns' boxes in batches of up to ORIENT_BATCH faces in all, one set of scatters a
-    # batch: small meshes (launch-bound) take all turns at once, large ones one at a time.
+    # batch: meshes up to ~87k faces take all turns at once, larger ones a few at a time.
+    # The trial turns are elementwise products (a matrix product of 2 x 2 turns batched over
+    # the faces ran as a float64 GEMM, ~0.4 ms a turn for 80k faces on the H100); they only
+    # rank the boxes (rounded apart from the product below by an ulp at most: on the 26
+    # inputs measured every piece kept the turn it kept before), the product turns the corners.
+    x, y = corners[None, ..., 0], corners[None, ..., 1]  # [1, F, 3]
     batch = max(1, ORIENT_BATCH // max(len(piece), 1))
     areas = []
     for first in range(0, ORIENTATIONS, batch):
-        turns = rotation[first : first + batch]
-        turned = (corners[None] @ turns.transpose(1, 2)[:, None]).reshape(-1, 3, 2)  # [T * F]
-        shift = torch.arange(len(turns), device=piece.device)[:, None] * count
-        lo, hi = _boxes(turned, (piece + shift).reshape(-1), len(turns) * count)
-        areas.append((hi - lo).prod(1).reshape(len(turns), count))
+        c, s = cos[first : first + batch, None, None], sin[first : first + batch, None, None]
+        turned = torch.stack((x * c - y * s, x * s + y * c), -1).reshape(-1, 3, 2)  # [T * F]
+        shift = torch.arange(len(c), device=piece.device)[:, None] * count
+        lo, hi = _boxes(turned, (piece + shift).reshape(-1), len(c) * count)
+        areas.append((hi - lo).prod(1).reshape(len(c), count))
     best = torch.argmin(torch.cat(areas).T.contiguous(), dim=1)  # [count], first of equals
     return torch.einsum("fck,fjk->fcj", corners, rotation[best[piece]])
 

@@ -331,6 +331,45 @@ def test_overlapping_wedges_in_different_charts_are_not_flagged() -> None:
     assert not pleats(corners, faces, separate).any()
 
 
+@pytest.mark.parametrize("n", [1, 7, 1024, 1025, 5000])
+@pytest.mark.parametrize("row", [4, 1024])
+def test_the_running_max_by_rows_is_cummax(n: int, row: int) -> None:
+    """Exact: rows scanned side by side, each raised to the rows before it (ties, negative
+    values and the int64 extremes included)."""
+    rng = np.random.default_rng(n + row)
+    values = torch.from_numpy(rng.integers(-(1 << 62), 1 << 62, n))
+    values[rng.integers(0, n, max(1, n // 10))] = torch.iinfo(torch.int64).min
+    values[::17] = values[0]  # repeated values
+    expected = torch.cummax(values, 0).values
+    assert torch.equal(charts_module._rows_running_max(values, row), expected)
+    assert torch.equal(charts_module._running_max(values), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+def test_pleats_on_cuda_are_the_cpu_ones() -> None:
+    """Fans of many wedges (over SCAN_ROW corners, so the row scan runs on CUDA), some folded
+    back or going round past a full turn, in several charts: the same flags on both devices."""
+    rng = np.random.default_rng(5)
+    wedges = []
+    for n in range(300):  # every other fan clean; the rest overlap or go round
+        start, extra = rng.uniform(0, 360), (0 if n % 2 else 25)
+        wedges += [
+            (start + 40 * k, start + 40 * (k + 1) + rng.uniform(-5, extra)) for k in range(9)
+        ]
+    corners, faces, _ = fan(wedges)
+    faces[:, 0] = np.arange(len(faces)) // 9  # fan n round vertex n: vertex ids stay distinct
+    faces[:, 1:] += 300
+    chart = torch.from_numpy(rng.integers(0, 3, len(faces)))
+    on_cpu = pleated_faces(torch.from_numpy(corners), torch.from_numpy(faces), chart)
+    on_cuda = pleated_faces(
+        torch.from_numpy(corners).cuda(), torch.from_numpy(faces).cuda(), chart.cuda()
+    )
+    assert 3 * len(faces) > charts_module.SCAN_ROW
+    assert 0 < int(on_cpu.sum()) < len(faces)
+    assert torch.equal(on_cuda.cpu(), on_cpu)
+
+
 @pytest.mark.parametrize("n", [2, 7, 16])
 def test_a_flat_grid_has_no_pleats(n: int) -> None:
     xs, ys = np.meshgrid(np.arange(n + 1.0), np.arange(n + 1.0), indexing="xy")

@@ -85,8 +85,9 @@ EXPECTED_UTILISATION = 0.6
 # boxes far better turned.
 ORIENTATIONS = 12
 # Face turns whose boxes are taken at once: all 12 turns of an 80k-face mesh in one set of
-# launches (~150 MB of float64 temporaries at most; 5-14 ms less atlas on the prompts than
-# the turns one at a time, H100: perf/RESULTS.md, 2026-11-25).
+# launches (~150 MB of float64 temporaries at most). With the elementwise turns (`_oriented`)
+# the prompts' atlas took 5.7-13.9 ms less than with the GEMM's turns one at a time, 0-6 ms of
+# it from taking them at once (H100: perf/RESULTS.md, 2026-11-25).
 ORIENT_BATCH = 1 << 20
 
 
@@ -185,7 +186,7 @@ def _oriented(corners: torch.Tensor, piece: torch.Tensor, count: int) -> torch.T
     # batch: meshes up to ~87k faces take all turns at once, larger ones a few at a time.
     # The trial turns are elementwise products (a matrix product of 2 x 2 turns batched over
     # the faces ran as a float64 GEMM, ~0.4 ms a turn for 80k faces on the H100); they only
-    # rank the boxes (rounded apart from the product below by an ulp at most: on the 26
+    # rank the boxes (rounded apart from the product below by a few ulps at most: on the 26
     # inputs measured every piece kept the turn it kept before), the product turns the corners.
     x, y = corners[None, ..., 0], corners[None, ..., 1]  # [1, F, 3]
     batch = max(1, ORIENT_BATCH // max(len(piece), 1))

@@ -339,6 +339,7 @@ def test_the_running_max_by_rows_is_cummax(n: int, row: int) -> None:
     rng = np.random.default_rng(n + row)
     values = torch.from_numpy(rng.integers(-(1 << 62), 1 << 62, n))
     values[rng.integers(0, n, max(1, n // 10))] = torch.iinfo(torch.int64).min
+    values[n - 1 - n // 7] = torch.iinfo(torch.int64).max  # late: the rows before it count
     values[::17] = values[0]  # repeated values
     expected = torch.cummax(values, 0).values
     assert torch.equal(charts_module._rows_running_max(values, row), expected)

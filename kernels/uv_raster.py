@@ -57,9 +57,13 @@ CANDIDATES_PER_CHUNK = 8_000_000
 # above float32 rounding at 4096 texels: they only propose candidates, the edge tests decide,
 # so slack costs a little, never a missed texel.
 SPAN_SLACK = 0.01
-# Triton path. Texels of one face's box per work unit: 16 holds most of a small face's box
-# (about 4 x 4 conservative at 1M faces into 2048²) in one unit with few idle lanes.
+# Triton path. Texels of one face's candidates per work unit: 16 holds most of a small face's
+# box (about 4 x 4 conservative at 1M faces into 2048²) in one unit with few idle lanes.
 TILE_TEXELS = 16
+# Triton path. A face's candidate rows in bands of BAND_ROWS, each band as wide as the face
+# reaches in it (the triangle clipped to the band's rows, as the torch path's runs): a sliver
+# across the texture tests the texels along it, not its whole box.
+BAND_ROWS = 4
 # Units per program step: 64 x 16 = 1024 texel lanes, 8 per thread of 4 warps.
 UNITS_PER_STEP = 64
 # Persistent programs per SM: enough resident warps to hide the gathers of the face search.
@@ -332,13 +336,73 @@ def _fits_triton(F: int, W: int, H: int) -> bool:
 
 if triton is not None:
 
+    @triton.jit
+    def _least(a, b, c):
+        """The least of three, NaN if any is (as torch's amin)."""
+        ab = tl.minimum(a, b, propagate_nan=tl.PropagateNan.ALL)
+        return tl.minimum(ab, c, propagate_nan=tl.PropagateNan.ALL)
+
+    @triton.jit
+    def _most(a, b, c):
+        """The largest of three, NaN if any is (as torch's amax)."""
+        ab = tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+        return tl.maximum(ab, c, propagate_nan=tl.PropagateNan.ALL)
+
+    @triton.jit
+    def _edge_reach(px, py, qx, qy, low, high, x_lo, x_hi):
+        """x_lo, x_hi widened to the part of edge p -> q between the lines y = low, high."""
+        within = (py >= low) & (py <= high)  # p within the band
+        x_lo = tl.where(within, tl.minimum(x_lo, px), x_lo)
+        x_hi = tl.where(within, tl.maximum(x_hi, px), x_hi)
+        dy = qy - py
+        safe = tl.where(dy == 0, 1.0, dy)
+        t = (low - py) / safe  # where the edge crosses the band's two lines
+        crosses = (dy != 0) & (t >= 0) & (t <= 1)
+        x = px + t * (qx - px)
+        x_lo = tl.where(crosses, tl.minimum(x_lo, x), x_lo)
+        x_hi = tl.where(crosses, tl.maximum(x_hi, x), x_hi)
+        t = (high - py) / safe
+        crosses = (dy != 0) & (t >= 0) & (t <= 1)
+        x = px + t * (qx - px)
+        x_lo = tl.where(crosses, tl.minimum(x_lo, x), x_lo)
+        x_hi = tl.where(crosses, tl.maximum(x_hi, x), x_hi)
+        return x_lo, x_hi
+
+    @triton.jit
+    def _band_columns(
+        ax, ay, bx, by, cx, cy, row, rows, x_first, x_last,
+        CONSERVATIVE: tl.constexpr, SLACK: tl.constexpr,
+    ):  # fmt: skip
+        """Candidate columns [first, last] (float) of the `rows` texel rows from `row`: the
+        triangle clipped to their band (conservative: the rows' squares; centre mode: their
+        centre lines), widened by SLACK and kept within [x_first, x_last]; first > last where
+        it reaches no column. The torch path's `_spans` over several rows at once."""
+        if CONSERVATIVE:
+            low, high = row - SLACK, row + rows + SLACK
+        else:
+            low, high = row + 0.5 - SLACK, row + rows - 0.5 + SLACK
+        x_lo = tl.full(ax.shape, float("inf"), tl.float32)
+        x_hi = -x_lo
+        x_lo, x_hi = _edge_reach(ax, ay, bx, by, low, high, x_lo, x_hi)
+        x_lo, x_hi = _edge_reach(bx, by, cx, cy, low, high, x_lo, x_hi)
+        x_lo, x_hi = _edge_reach(cx, cy, ax, ay, low, high, x_lo, x_hi)
+        if CONSERVATIVE:
+            first, last = tl.ceil(x_lo - 1.0 - SLACK), tl.floor(x_hi + SLACK)
+        else:
+            first, last = tl.ceil(x_lo - 0.5 - SLACK), tl.floor(x_hi - 0.5 + SLACK)
+        reached = x_lo <= x_hi  # NaN corners compare false: nothing
+        first = tl.where(reached, tl.maximum(first, x_first), x_last + 1.0)
+        last = tl.where(reached, tl.minimum(last, x_last), x_first - 1.0)
+        return first, last
+
     @triton.jit(do_not_specialize=["F"])  # sizes vary per asset: one compile
     def _faces_kernel(
         uvs_ptr,  # [V, 2] float32
         faces_ptr,  # [F, 3] int32 or int64
         corners_ptr,  # out [F, 6] float32: corners a, b, c in texel units, (x, y) each
-        boxes_ptr,  # out [F, 4] int32: first candidate column, first row, columns, rows
-        tiles_ptr,  # out [F] int64: units of TILE texels covering the candidate box
+        boxes_ptr,  # out [F, 6] int32: first candidate column, first row, columns, rows, and
+        # the bands' width and units (every band of a face is laid out as wide as its widest)
+        tiles_ptr,  # out [F] int64: units of TILE texels covering the candidate bands
         overlapping_ptr,  # out [F] uint8: cleared here, set by the write pass
         F,
         W,
@@ -346,23 +410,32 @@ if triton is not None:
         CONSERVATIVE: tl.constexpr,
         SLACK: tl.constexpr,
         TILE: tl.constexpr,
+        BAND: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
         face = (tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)).to(tl.int64)  # [BLOCK]
         live = face < F
-        lo_x = tl.full([BLOCK], float("inf"), tl.float32)
-        lo_y, hi_x, hi_y = lo_x, -lo_x, -lo_x
-        for k in tl.static_range(3):
-            vertex = tl.load(faces_ptr + face * 3 + k, mask=live, other=0).to(tl.int64)
-            x = tl.load(uvs_ptr + vertex * 2, mask=live, other=0.0) * W
-            y = tl.load(uvs_ptr + vertex * 2 + 1, mask=live, other=0.0) * H
-            tl.store(corners_ptr + face * 6 + 2 * k, x, mask=live)
-            tl.store(corners_ptr + face * 6 + 2 * k + 1, y, mask=live)
-            # A NaN corner makes the box NaN, as torch's amin does.
-            lo_x = tl.minimum(lo_x, x, propagate_nan=tl.PropagateNan.ALL)
-            hi_x = tl.maximum(hi_x, x, propagate_nan=tl.PropagateNan.ALL)
-            lo_y = tl.minimum(lo_y, y, propagate_nan=tl.PropagateNan.ALL)
-            hi_y = tl.maximum(hi_y, y, propagate_nan=tl.PropagateNan.ALL)
+        a = tl.load(faces_ptr + face * 3, mask=live, other=0).to(tl.int64)
+        b = tl.load(faces_ptr + face * 3 + 1, mask=live, other=0).to(tl.int64)
+        c = tl.load(faces_ptr + face * 3 + 2, mask=live, other=0).to(tl.int64)
+        ax = tl.load(uvs_ptr + a * 2, mask=live, other=0.0) * W
+        ay = tl.load(uvs_ptr + a * 2 + 1, mask=live, other=0.0) * H
+        bx = tl.load(uvs_ptr + b * 2, mask=live, other=0.0) * W
+        by = tl.load(uvs_ptr + b * 2 + 1, mask=live, other=0.0) * H
+        cx = tl.load(uvs_ptr + c * 2, mask=live, other=0.0) * W
+        cy = tl.load(uvs_ptr + c * 2 + 1, mask=live, other=0.0) * H
+        out = corners_ptr + face * 6
+        tl.store(out, ax, mask=live)
+        tl.store(out + 1, ay, mask=live)
+        tl.store(out + 2, bx, mask=live)
+        tl.store(out + 3, by, mask=live)
+        tl.store(out + 4, cx, mask=live)
+        tl.store(out + 5, cy, mask=live)
+        # A NaN corner makes the box NaN, as torch's amin does.
+        lo_x = _least(ax, bx, cx)
+        hi_x = _most(ax, bx, cx)
+        lo_y = _least(ay, by, cy)
+        hi_y = _most(ay, by, cy)
         # Candidates, a superset the per-texel tests narrow: conservative, texels whose square
         # meets the box; centre mode, texels whose centre lies in it; both widened by SLACK.
         if CONSERVATIVE:
@@ -378,11 +451,30 @@ if triton is not None:
         x1, y1 = tl.minimum(x1, W - 1.0), tl.minimum(y1, H - 1.0)
         columns = tl.where(some, x1 - x0 + 1.0, 0.0).to(tl.int32)
         rows = tl.where(some, y1 - y0 + 1.0, 0.0).to(tl.int32)
-        tl.store(boxes_ptr + face * 4, tl.where(some, x0, 0.0).to(tl.int32), mask=live)
-        tl.store(boxes_ptr + face * 4 + 1, tl.where(some, y0, 0.0).to(tl.int32), mask=live)
-        tl.store(boxes_ptr + face * 4 + 2, columns, mask=live)
-        tl.store(boxes_ptr + face * 4 + 3, rows, mask=live)
-        tiles = (columns * rows + TILE - 1) // TILE
+        # The widest band: every band of the face is laid out this wide (units stay a
+        # running sum a face, so the cover kernel finds a unit's band by division).
+        bands = (rows + BAND - 1) // BAND
+        widest = tl.zeros([BLOCK], tl.int32)
+        most = tl.max(bands, 0)
+        band = tl.full([], 0, tl.int32)
+        while band < most:  # `while`: the interpreter takes no tensor bounds in a range
+            row = y0 + band * BAND
+            height = tl.minimum(rows - band * BAND, BAND).to(tl.float32)
+            first, last = _band_columns(
+                ax, ay, bx, by, cx, cy, row, height, x0, x1, CONSERVATIVE, SLACK
+            )
+            width = tl.where(band < bands, tl.maximum(last - first + 1.0, 0.0), 0.0)
+            widest = tl.maximum(widest, width.to(tl.int32))
+            band += 1
+        tl.store(boxes_ptr + face * 6, tl.where(some, x0, 0.0).to(tl.int32), mask=live)
+        tl.store(boxes_ptr + face * 6 + 1, tl.where(some, y0, 0.0).to(tl.int32), mask=live)
+        tl.store(boxes_ptr + face * 6 + 2, columns, mask=live)
+        tl.store(boxes_ptr + face * 6 + 3, rows, mask=live)
+        tl.store(boxes_ptr + face * 6 + 4, widest, mask=live)
+        last_rows = rows - (bands - 1) * BAND
+        full = (widest * BAND + TILE - 1) // TILE  # units of a full band
+        tl.store(boxes_ptr + face * 6 + 5, tl.maximum(full, 1), mask=live)
+        tiles = tl.where(bands > 0, (bands - 1) * full + (widest * last_rows + TILE - 1) // TILE, 0)
         tl.store(tiles_ptr + face, tiles.to(tl.int64), mask=live)
         tl.store(overlapping_ptr + face, tl.zeros([BLOCK], tl.uint8), mask=live)
 
@@ -404,7 +496,7 @@ if triton is not None:
     @triton.jit(do_not_specialize=["F", "search_steps"])  # sizes vary per asset: one compile
     def _cover_kernel(
         corners_ptr,  # [F, 6] float32 from _faces_kernel
-        boxes_ptr,  # [F, 4] int32 from _faces_kernel
+        boxes_ptr,  # [F, 6] int32 from _faces_kernel
         tile_end_ptr,  # [F] int64: running sum of units per face (inclusive)
         best_ptr,  # [H * W] int32: lowest rank per texel, 2F where none
         claims_ptr,  # [H * W] int32: faces whose open interior holds the texel centre
@@ -415,7 +507,9 @@ if triton is not None:
         search_steps,  # F.bit_length(): halvings of [0, F] down to one face
         CONSERVATIVE: tl.constexpr,
         WRITE: tl.constexpr,  # False: pass 1 (ranks, claims); True: pass 2 (outputs)
+        SLACK: tl.constexpr,
         TILE: tl.constexpr,
+        BAND: tl.constexpr,
         UNITS: tl.constexpr,
     ):
         total = tl.load(tile_end_ptr + F - 1)  # units in all: int64 scalar
@@ -442,23 +536,41 @@ if triton is not None:
             first = tl.load(tile_end_ptr + face - 1, mask=live & (face > 0), other=0)
             # Per-face constants as [UNITS, 1] columns.
             c = corners_ptr + face * 6
-            ax = tl.load(c, mask=live, other=0.0)[:, None]
-            ay = tl.load(c + 1, mask=live, other=0.0)[:, None]
-            bx = tl.load(c + 2, mask=live, other=0.0)[:, None]
-            by = tl.load(c + 3, mask=live, other=0.0)[:, None]
-            cx = tl.load(c + 4, mask=live, other=0.0)[:, None]
-            cy = tl.load(c + 5, mask=live, other=0.0)[:, None]
-            box = boxes_ptr + face * 4
-            x0 = tl.load(box, mask=live, other=0)[:, None]
-            y0 = tl.load(box + 1, mask=live, other=0)[:, None]
-            columns = tl.load(box + 2, mask=live, other=1)[:, None]
-            rows = tl.load(box + 3, mask=live, other=0)[:, None]
-            # Texels of this unit: row-major positions in the face's candidate box.
-            k = (unit - first).to(tl.int32)[:, None] * TILE + lane  # [UNITS, TILE]
-            valid = live[:, None] & (k < columns * rows)
-            dy = k // tl.maximum(columns, 1)
-            x = x0 + (k - dy * columns)
-            y = y0 + dy
+            a_x = tl.load(c, mask=live, other=0.0)
+            a_y = tl.load(c + 1, mask=live, other=0.0)
+            b_x = tl.load(c + 2, mask=live, other=0.0)
+            b_y = tl.load(c + 3, mask=live, other=0.0)
+            c_x = tl.load(c + 4, mask=live, other=0.0)
+            c_y = tl.load(c + 5, mask=live, other=0.0)
+            ax, ay, bx, by = a_x[:, None], a_y[:, None], b_x[:, None], b_y[:, None]
+            cx, cy = c_x[:, None], c_y[:, None]
+            box = boxes_ptr + face * 6
+            x0 = tl.load(box, mask=live, other=0)
+            y0 = tl.load(box + 1, mask=live, other=0)
+            columns = tl.load(box + 2, mask=live, other=1)
+            rows = tl.load(box + 3, mask=live, other=0)
+            widest = tl.load(box + 4, mask=live, other=1)
+            # This unit's band, and its columns there (as `_faces_kernel` found them).
+            # (Units per band are read, not derived here: Triton 3.6's layout pass failed on
+            # the division in this loop.)
+            full = tl.load(box + 5, mask=live, other=1)  # units of a full band (at least 1)
+            k = (unit - first).to(tl.int32)  # [UNITS] the unit within its face
+            band = tl.minimum(k // full, (rows + BAND - 1) // BAND - 1)
+            height = tl.minimum(rows - band * BAND, BAND)
+            band_first, band_last = _band_columns(
+                a_x, a_y, b_x, b_y, c_x, c_y,
+                (y0 + band * BAND).to(tl.float32), height.to(tl.float32),
+                x0.to(tl.float32), (x0 + columns - 1).to(tl.float32), CONSERVATIVE, SLACK,
+            )  # fmt: skip
+            reached = live & (band_first <= band_last)
+            # Texels of this unit: row-major positions in its band, `widest` to a row.
+            at = (k - band * full)[:, None] * TILE + lane  # [UNITS, TILE]
+            dy = at // tl.maximum(widest, 1)[:, None]
+            dx = at - dy * widest[:, None]
+            x = tl.where(reached, band_first, 0.0).to(tl.int32)[:, None] + dx
+            valid = reached[:, None] & (at < (widest * height)[:, None])
+            valid &= x <= tl.where(reached, band_last, 0.0).to(tl.int32)[:, None]
+            y = (y0 + band * BAND)[:, None] + dy
             tx = x.to(tl.float32) + 0.5
             ty = y.to(tl.float32) + 0.5
             # `_cover`, op for op.
@@ -560,11 +672,12 @@ def _uv_raster_triton(
         if F:
             # 1. Per face: corners in texels, candidate box, units; overlap flags cleared.
             corners = torch.empty(F, 6, dtype=torch.float32, device=device)
-            boxes = torch.empty(F, 4, dtype=torch.int32, device=device)
+            boxes = torch.empty(F, 6, dtype=torch.int32, device=device)
             tiles = torch.empty(F, dtype=torch.int64, device=device)
             _faces_kernel[(triton.cdiv(F, FACE_BLOCK),)](
                 uvs, faces, corners, boxes, tiles, overlapping, F, W, H,
-                CONSERVATIVE=conservative, SLACK=SPAN_SLACK, TILE=TILE_TEXELS, BLOCK=FACE_BLOCK,
+                CONSERVATIVE=conservative, SLACK=SPAN_SLACK, TILE=TILE_TEXELS, BAND=BAND_ROWS,
+                BLOCK=FACE_BLOCK,
                 enable_fp_fusion=False,
             )  # fmt: skip
             # 2. Where each face's units start: the work list, with no host sync.
@@ -580,7 +693,8 @@ def _uv_raster_triton(
                 _cover_kernel[(programs,)](
                     corners, boxes, tile_end, best, claims, out.barycentrics, overlapping,
                     F, W, F.bit_length(),
-                    CONSERVATIVE=conservative, WRITE=write, TILE=TILE_TEXELS, UNITS=units,
+                    CONSERVATIVE=conservative, WRITE=write, SLACK=SPAN_SLACK, TILE=TILE_TEXELS,
+                    BAND=BAND_ROWS, UNITS=units,
                     enable_fp_fusion=False,  # no FMA: the same float32 rounding as `_cover`
                 )  # fmt: skip
         # 5. Face ids from the ranks; zero weights where empty.

@@ -94,8 +94,8 @@ _COVER = {
 
 def _cover(m: ModuleType, write: bool) -> dict[str, Any]:
     return {
-        "CONSERVATIVE": True, "WRITE": write, "TILE": m.TILE_TEXELS, "UNITS": m.UNITS_PER_STEP,
-        "enable_fp_fusion": False,
+        "CONSERVATIVE": True, "WRITE": write, "SLACK": m.SPAN_SLACK, "TILE": m.TILE_TEXELS,
+        "BAND": m.BAND_ROWS, "UNITS": m.UNITS_PER_STEP, "enable_fp_fusion": False,
     }  # fmt: skip
 
 
@@ -348,7 +348,7 @@ KERNELS = [
         },
         lambda m: {
             "CONSERVATIVE": True, "SLACK": m.SPAN_SLACK, "TILE": m.TILE_TEXELS,
-            "BLOCK": m.FACE_BLOCK, "enable_fp_fusion": False,
+            "BAND": m.BAND_ROWS, "BLOCK": m.FACE_BLOCK, "enable_fp_fusion": False,
         },
         multiples_of_16=("W", "H"),
     ),

@@ -494,6 +494,33 @@ def test_triton_matches_the_torch_path_on_random_soups(
     assert_identical(got, run_torch_path(uvs, faces, width, height, conservative, triton_device))
 
 
+def sliver_fan(count: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` slivers from near the texture's centre out to a circle at every angle (their
+    boxes up to a quarter of the disc, their bands a few texels wide), some past the edge."""
+    angle = np.linspace(0, 2 * np.pi, count, endpoint=False)
+    gap = 0.37 * (2 * np.pi / count)
+    centre = np.array([0.5 + 0.3 / width, 0.5 + 0.2 / height])
+    radius = np.where(np.arange(count) % 5 == 0, 0.62, 0.45)  # every fifth leaves the texture
+    tips = [centre[None] + radius[:, None] * np.stack((np.cos(a), np.sin(a)), 1)
+            for a in (angle, angle + gap)]  # fmt: skip
+    corners = np.stack((np.broadcast_to(centre, tips[0].shape), tips[0], tips[1]), 1)
+    return corners.reshape(-1, 2).astype(np.float32), np.arange(3 * count).reshape(-1, 3)
+
+
+@pytest.mark.parametrize("conservative", [False, True])
+@pytest.mark.parametrize("band", [1, 3, 4, 16])
+def test_triton_matches_the_torch_path_on_a_fan_of_slivers(
+    triton_device: str, conservative: bool, band: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bands of `band` rows each as wide as the sliver reaches there: the same texels as the
+    torch path's row runs (and so the reference's boxes)."""
+    monkeypatch.setattr(uv_raster_module, "BAND_ROWS", band)
+    uvs, faces = sliver_fan(150, 97, 83)
+    got = run_triton(uvs, faces, 97, 83, conservative, triton_device)
+    assert (got[0] >= 0).sum() > 1000
+    assert_identical(got, run_torch_path(uvs, faces, 97, 83, conservative, triton_device))
+
+
 def speck_faces(texels: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """One tiny triangle around the centre of each texel index in `texels` [N]: one candidate
     texel and so one work unit each, in either mode."""

@@ -18,9 +18,12 @@ face id; otherwise to the lowest face id that touches it.
 
 Paths, all with the same float32 edge functions in the same order:
 - `_uv_raster_triton` (CUDA tensors; also CPU ones under TRITON_INTERPRET=1): each face's
-  candidate box is cut into units of TILE_TEXELS texels, and persistent programs take
-  UNITS_PER_STEP units at a time, each finding its face by binary search in the running sum
-  of units per face, so work is balanced whatever the faces' sizes and nothing is chunked.
+  candidate rows are cut into bands of BAND_ROWS, each band's columns those the triangle
+  reaches in it (clipped as the torch path clips a row, so a sliver does not test its whole
+  box), every band of a face laid out as wide as its widest; those texels are cut into units
+  of TILE_TEXELS, and persistent programs take UNITS_PER_STEP units at a time, each finding
+  its face by binary search in the running sum of units per face and its band by division,
+  so work is balanced whatever the faces' sizes and nothing is chunked.
   Pass 1 takes each texel's winner as an integer `atomic_min` of its rank (centre-inside
   first, then the lowest face id) and counts the faces whose open interior holds its centre;
   pass 2 repeats the tests and the winner alone writes the barycentrics, and faces on a texel

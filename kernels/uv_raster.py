@@ -537,7 +537,7 @@ if triton is not None:
                 step += 1
             face = lo.to(tl.int64)
             first = tl.load(tile_end_ptr + face - 1, mask=live & (face > 0), other=0)
-            # Per-face constants as [UNITS, 1] columns.
+            # Per-face constants: [UNITS] for the band clip, [UNITS, 1] columns for the tests.
             c = corners_ptr + face * 6
             a_x = tl.load(c, mask=live, other=0.0)
             a_y = tl.load(c + 1, mask=live, other=0.0)

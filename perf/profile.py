@@ -234,8 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "png": args.png,
         "settings": {
-            name: getattr(settings, name)
-            for name in ("device", "generator", "resolution", "face_budget", "texture_size")
+            **{
+                name: getattr(settings, name)
+                for name in ("device", "generator", "resolution", "texture_size")
+            },
+            "face_budget": settings.faces_kept(pipeline.device.type),  # 0 read as on this device
         },
     }
     summary = summarize(runs)

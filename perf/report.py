@@ -33,12 +33,17 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "—" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
+def _setting_text(name: str, value: Any) -> str:
+    """A setting as the entry shows it: FACE_BUDGET 0 is the device's default (README)."""
+    return "0 (auto)" if name == "face_budget" and value == 0 else str(value)
+
+
 def _settings_line(latency: dict[str, Any]) -> str:
     server = latency["meta"]["server"]
     settings = server.get("settings", {})
     pipe, serve = settings.get("pipeline", {}), settings.get("server", {})
     names = ("resolution", "face_budget", "texture_size", "texture_format", "atlas_method")
-    shown = ", ".join(f"{n} {pipe[n]}" for n in names if n in pipe)
+    shown = ", ".join(f"{n} {_setting_text(n, pipe[n])}" for n in names if n in pipe)
     return (
         f"generator {server.get('generator', '?')} on {server.get('device', '?')}; {shown}; "
         f"queue_size {serve.get('queue_size', '?')}, prefetch_depth "

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"device: {device_name()}  commit: {commit()}  runs: {len(runs)} "
         f"({len(paths)} prompts x {args.repeat})  size: {args.size or 'native'}  "
-        f"texture: {settings.texture_size}  faces: {settings.face_budget}"
+        f"texture: {settings.texture_size}  faces: {settings.faces_kept(pipeline.device.type)}"
     )
     print(header)
     print(f"{'stage':<10}{'median ms':>12}{'p90 ms':>10}{'share':>8}")

@@ -80,7 +80,8 @@ def process_mesh(asset: RawAsset, settings: PipelineSettings) -> Mesh:
     faces_t = drop_degenerate(unique, remap[asset.faces.long()])
     mark("mesh.degenerate")
     # 3. Simplify (on the GPU, or the slabs on the host), then weld the slabs.
-    positions, faces = simplify(unique, faces_t, settings.face_budget, settings.simplify_method)
+    budget = settings.faces_kept(device.type)
+    positions, faces = simplify(unique, faces_t, budget, settings.simplify_method)
     mark("mesh.simplify")
     if device.type == "cuda":  # the weld, 4 and 5 on the device: the same faces (winding.py)
         positions_t, faces_t = _welded_clean_outward(

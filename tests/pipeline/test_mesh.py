@@ -15,7 +15,7 @@ import trimesh
 
 from pipeline.generators.inflate import InflateGenerator
 from pipeline.mesh import fit_frame, process_mesh
-from pipeline.settings import PipelineSettings
+from pipeline.settings import CPU_FACE_BUDGET, CUDA_FACE_BUDGET, PipelineSettings
 from pipeline.types import Frame, Mesh, PreparedImage, RawAsset
 
 FACE_BUDGET = 1000
@@ -265,3 +265,41 @@ def test_the_frame_is_a_frame() -> None:
     mesh = process_mesh(raw_asset(sphere.vertices, sphere.faces), settings())
     assert isinstance(mesh.frame, Frame)
     assert mesh.frame.scale == pytest.approx(0.98 / 0.6, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("face_budget", "device_type", "expected"),
+    [
+        (0, "cpu", CPU_FACE_BUDGET),
+        (0, "cuda", CUDA_FACE_BUDGET),
+        (1234, "cpu", 1234),
+        (1234, "cuda", 1234),
+    ],
+)
+def test_a_zero_face_budget_is_the_device_default(face_budget, device_type, expected) -> None:
+    settings_ = dataclasses.replace(PipelineSettings(), face_budget=face_budget)
+    assert settings_.faces_kept(device_type) == expected
+
+
+def test_process_mesh_simplifies_to_the_budget_its_device_keeps(monkeypatch) -> None:
+    """FACE_BUDGET=0 on the CPU: the mesh stage asks simplification for CPU_FACE_BUDGET."""
+    import pipeline.mesh as mesh_module
+
+    asked: list[int] = []
+    real = mesh_module.simplify
+
+    def spy(positions, faces, budget, method="auto"):
+        asked.append(budget)
+        return real(positions, faces, budget, method)
+
+    monkeypatch.setattr(mesh_module, "simplify", spy)
+    sphere = icosphere(3, 0.4)
+    process_mesh(raw_asset(sphere.vertices, sphere.faces), settings(face_budget=0))
+    process_mesh(raw_asset(sphere.vertices, sphere.faces), settings(face_budget=300))
+    assert asked == [CPU_FACE_BUDGET, 300]
+
+
+@pytest.mark.parametrize("face_budget", [-1, 1, 99])
+def test_a_face_budget_under_100_other_than_0_is_refused(face_budget) -> None:
+    with pytest.raises(ValueError, match="face_budget"):
+        PipelineSettings(face_budget=face_budget)
